@@ -1,0 +1,21 @@
+"""The one place that imports scikit-learn's private API.
+
+scikit-learn moves its private helpers between releases; keeping every
+``sklearn.utils._*`` import here means a new release breaks one file, not many.
+"""
+
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metadata_routing import (
+    MetadataRequest,
+    _routing_enabled,
+)
+
+__all__ = [
+    "HasMethods",
+    "Interval",
+    "MetadataRequest",
+    "StrOptions",
+    "_fit_context",
+    "_routing_enabled",
+]

@@ -1,0 +1,33 @@
+"""Exceptions and warnings raised by sklearn-ben.
+
+Every exception also derives from the built-in class that callers would catch
+without knowing this library (``ValueError``), as ``skorch.exceptions`` does.
+"""
+
+__all__ = [
+    "BENError",
+    "GroupError",
+    "ControlsError",
+    "MissingMetadataWarning",
+]
+
+
+class BENError(Exception):
+    """Base class of every sklearn-ben exception."""
+
+
+class GroupError(BENError, ValueError):
+    """``groups`` (the plate of each sample) cannot be used as given."""
+
+
+class ControlsError(BENError, ValueError):
+    """``controls`` (the control mask) cannot be used as given."""
+
+
+class MissingMetadataWarning(UserWarning):
+    """Group-wise normalisation was asked for but no ``groups`` arrived.
+
+    This happens when metadata routing is off and the estimator sits inside a
+    ``Pipeline``, ``GridSearchCV`` or ``cross_validate``: scikit-learn then
+    drops ``groups`` and ``controls`` before they reach the estimator.
+    """
