@@ -5,7 +5,7 @@ scikit-learn moves its private helpers between releases; keeping every
 """
 
 from sklearn.base import _fit_context
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 from sklearn.utils.metadata_routing import (
     MetadataRequest,
     _routing_enabled,
@@ -15,6 +15,7 @@ __all__ = [
     "HasMethods",
     "Interval",
     "MetadataRequest",
+    "Options",
     "StrOptions",
     "_fit_context",
     "_routing_enabled",

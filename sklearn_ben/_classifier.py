@@ -1,0 +1,387 @@
+"""BENClassifier: a network classifier trained and applied plate by plate."""
+
+import numpy as np
+import torch
+from sklearn.base import ClassifierMixin
+from sklearn.metrics import accuracy_score
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import validate_data
+from torch import Tensor, nn
+
+from sklearn_ben._base import _REQUEST, BENBase
+from sklearn_ben._data import is_dataset
+from sklearn_ben._sklearn_compat import _fit_context
+from sklearn_ben.batchnorm import bn_mode
+
+__all__ = ["BENClassifier"]
+
+
+class _ClassifierNet(nn.Module):
+    """Backbone plus a linear head; an optional control mask drives BN."""
+
+    def __init__(self, backbone: nn.Module, n_features: int, n_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(n_features, n_classes)
+
+    def forward(self, X: Tensor, controls: Tensor | None = None) -> Tensor:
+        # X: (N, C, H, W) or (N, F); controls: (N,) bool; returns logits (N, K)
+        if controls is None:
+            return self.head(self.backbone(X))
+        with bn_mode(self, "controls", mask=controls):
+            return self.head(self.backbone(X))
+
+
+class BENClassifier(ClassifierMixin, BENBase):
+    """Neural-network classifier with batch effects normalization (BEN).
+
+    BEN (Lin & Lu) changes three things in any network with batch
+    normalisation: each training minibatch comes from one plate (group-wise
+    training, ``sampling="group"``); predictions are made for a whole plate at
+    once (group-wise inference); and batch-norm statistics at inference are
+    those of the plate rather than running averages from training
+    (``norm="group"``), optionally computed from the plate's control samples
+    only, in training too (``norm="controls"``). The network is trained with
+    skorch; this estimator owns it as ``net_``.
+
+    Parameters
+    ----------
+    module : str, backbone or torch.nn.Module, default="cnn"
+        The backbone: ``"cnn"`` (:class:`~sklearn_ben.backbones.SmallCNN`),
+        ``"resnet18"``, ``"resnet50"`` (torchvision, any channel count),
+        ``"mlp"`` (:class:`~sklearn_ben.backbones.MLP`, for feature tables), a
+        backbone object whose parameters are then tunable as
+        ``module__<name>``, or your own ``nn.Module`` mapping a batch to
+        features of shape (N, D). A linear classification head is added.
+    sampling : {"group", "random"}, default="group"
+        How training batches are drawn: from one group (plate) each, or at
+        random across groups (the vanilla baseline).
+    norm : {"group", "controls", "frozen"}, default="group"
+        Where batch-norm statistics come from: the whole group being
+        predicted; the group's controls only (in training too, where each
+        batch's statistics come from its controls); or the running averages of
+        training (plain PyTorch eval, the vanilla baseline).
+    batch_size : int, default=75
+        Training batch size (the paper's).
+    max_epochs : int, default=30
+        Number of training epochs.
+    lr : float, default=1e-3
+        Peak learning rate of Adam.
+    weight_decay : float, default=1e-5
+        Adam's weight decay.
+    warmup_epochs : int or "auto", default="auto"
+        Epochs of linear learning-rate warm-up before cosine annealing to zero
+        (stepped every batch). "auto" is ``max_epochs // 9`` (10 of 90 in the
+        paper).
+    min_controls : int, default=2
+        With ``norm="controls"``, least number of controls of its plate in
+        every training batch (drawn again from the plate when short).
+    predict_batch_size : int or None, default=None
+        Largest number of samples sent through the network at once at
+        inference. ``None`` sends each whole group at once (fastest). A smaller
+        value bounds memory; outputs stay those of the whole group (see the
+        user guide), at the cost of one partial pass per batch-norm layer.
+    validation_fraction : float or None, default=None
+        Share of the training groups held out (whole plates) and scored after
+        each epoch with group-wise inference (``valid_loss``, ``valid_acc``).
+    n_iter_no_change : int or None, default=None
+        Stop when ``valid_loss`` has not improved for this many epochs, and
+        keep the best epoch's weights. Needs ``validation_fraction``.
+    device : {"auto", "cpu", "cuda"} or str, default="auto"
+        Where to train; "auto" uses CUDA when available.
+    num_workers : int, default=0
+        DataLoader workers for training batches (useful for lazy datasets).
+    random_state : int, RandomState instance or None, default=None
+        Seeds weights, sampling and validation split. On CPU, the same seed
+        gives the same predictions.
+    verbose : int, default=0
+        0: silent; 1: an epoch table; 2: also a progress bar per epoch.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    net_ : skorch.NeuralNet
+        The trained network; ``net_.history`` holds the training log.
+    n_features_in_ : int
+        Number of features (or image channels) seen in fit.
+    input_shape_ : tuple
+        Shape of one sample seen in fit.
+    n_features_out_ : int
+        Dimension of the backbone features returned by ``transform``.
+    device_ : str
+        Device the network was trained on.
+
+    See Also
+    --------
+    BENEmbedder : Self-supervised or supervised embeddings with BEN.
+    sklearn_ben.metrics.make_ben_scorer : A scorer that passes plates on.
+
+    Notes
+    -----
+    ``groups`` and ``controls`` are requested by default under scikit-learn's
+    metadata routing, so with ``sklearn.set_config(enable_metadata_routing=True)``
+    they reach this estimator inside ``Pipeline``, ``GridSearchCV`` and
+    ``cross_validate``. Without routing they are dropped and the estimator
+    warns (``MissingMetadataWarning``) and treats all samples as one plate.
+
+    References
+    ----------
+    .. [1] A. Lin and A. X. Lu, "Incorporating knowledge of plates in batch
+       normalization improves generalization of deep learning for microscopy
+       images", 2022.
+
+    Examples
+    --------
+    >>> from sklearn_ben import BENClassifier
+    >>> from sklearn_ben.datasets import make_plates
+    >>> data = make_plates(n_plates=3, n_samples_per_plate=24, image_size=16,
+    ...                    random_state=0)
+    >>> clf = BENClassifier(max_epochs=2, random_state=0)
+    >>> clf.fit(data.X, data.y, groups=data.groups)
+    BENClassifier(max_epochs=2, random_state=0)
+    >>> clf.predict(data.X[:5], groups=data.groups[:5]).shape
+    (5,)
+    """
+
+    __metadata_request__predict = _REQUEST
+    __metadata_request__predict_proba = _REQUEST
+    __metadata_request__score = _REQUEST
+
+    def __init__(
+        self,
+        *,
+        module="cnn",
+        sampling="group",
+        norm="group",
+        batch_size=75,
+        max_epochs=30,
+        lr=1e-3,
+        weight_decay=1e-5,
+        warmup_epochs="auto",
+        min_controls=2,
+        predict_batch_size=None,
+        validation_fraction=None,
+        n_iter_no_change=None,
+        device="auto",
+        num_workers=0,
+        random_state=None,
+        verbose=0,
+    ):
+        self.module = module
+        self.sampling = sampling
+        self.norm = norm
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.min_controls = min_controls
+        self.predict_batch_size = predict_batch_size
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.device = device
+        self.num_workers = num_workers
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, *, groups=None, controls=None):
+        """Train the network on plate-homogeneous batches.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+            Images (any numeric dtype; integer images are scaled by their
+            dtype's maximum, batch by batch) or a feature table. A torch
+            ``Dataset`` of images is read lazily.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        groups : array-like of shape (n_samples,), default=None
+            Plate of each sample.
+        controls : array-like of bool, shape (n_samples,), default=None
+            True for control samples; needed with ``norm="controls"``.
+
+        Returns
+        -------
+        self : BENClassifier
+            The fitted estimator.
+        """
+        X, y, groups, controls = self._check_fit_inputs(X, y, groups, controls)
+        if y is None:
+            raise ValueError("BENClassifier needs y; pass the class of each sample.")
+        check_classification_targets(y)
+        encoder = LabelEncoder().fit(y)
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                "BENClassifier needs at least two classes in y, but got 1 class: "
+                f"{encoder.classes_[0]!r}; add samples of another class."
+            )
+        y_enc = encoder.transform(y).astype(np.int64)
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        train = np.ones(len(y_enc), dtype=bool)
+        if self.validation_fraction is not None:
+            train = ~self._split_validation(groups, rng)
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            backbone, n_out, shape = self._build_backbone(X)
+            module = _ClassifierNet(backbone, n_out, len(encoder.classes_))
+            evaluate = None
+            if not train.all():
+                evaluate = _make_evaluate(self, X, y_enc, groups, controls, ~train)
+            net = self._train(
+                module,
+                nn.CrossEntropyLoss,
+                _subset(X, train),
+                y_enc[train],
+                groups[train],
+                None if controls is None else controls[train],
+                evaluate,
+            )
+        # Every check has passed and training succeeded: now change self.
+        if not is_dataset(X):
+            validate_data(self, X, reset=True, skip_check_array=True)
+        else:
+            self.n_features_in_ = shape[0]
+        self.classes_ = encoder.classes_
+        self.input_shape_ = shape
+        self.n_features_out_ = n_out
+        self.net_ = net
+        self.device_ = str(net.device)
+        return self
+
+    def predict_proba(self, X, *, groups=None, controls=None):
+        """Class probabilities, with each plate normalised by its own statistics.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+            Samples to predict.
+        groups : array-like of shape (n_samples,), default=None
+            Plate of each sample; each plate is normalised with its own
+            batch-norm statistics (``norm="group"`` or ``"controls"``).
+        controls : array-like of bool, shape (n_samples,), default=None
+            Control mask, used with ``norm="controls"``.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probability of each class.
+        """
+        X, groups, controls, norm = self._check_predict_inputs(X, groups, controls)
+        logits = self._forward(self.net_.module_, X, groups, controls, norm)
+        return torch.softmax(logits, dim=1).numpy()
+
+    def predict(self, X, *, groups=None, controls=None):
+        """Predict classes, plate by plate.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+            Samples to predict.
+        groups : array-like of shape (n_samples,), default=None
+            Plate of each sample.
+        controls : array-like of bool, shape (n_samples,), default=None
+            Control mask, used with ``norm="controls"``.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predicted classes.
+        """
+        proba = self.predict_proba(X, groups=groups, controls=controls)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def transform(self, X, *, groups=None, controls=None):
+        """Backbone features (before the classification head), plate by plate.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+            Samples.
+        groups : array-like of shape (n_samples,), default=None
+            Plate of each sample.
+        controls : array-like of bool, shape (n_samples,), default=None
+            Control mask, used with ``norm="controls"``.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features_out_)
+            Backbone features.
+        """
+        X, groups, controls, norm = self._check_predict_inputs(X, groups, controls)
+        return self._forward(
+            self.net_.module_.backbone, X, groups, controls, norm
+        ).numpy()
+
+    def score(self, X, y, *, groups=None, controls=None, sample_weight=None):
+        """Accuracy of ``predict(X, groups=groups, controls=controls)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+            Samples.
+        y : array-like of shape (n_samples,)
+            True classes.
+        groups : array-like of shape (n_samples,), default=None
+            Plate of each sample.
+        controls : array-like of bool, shape (n_samples,), default=None
+            Control mask, used with ``norm="controls"``.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            Mean accuracy.
+        """
+        y_pred = self.predict(X, groups=groups, controls=controls)
+        return accuracy_score(y, y_pred, sample_weight=sample_weight)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the ``transform`` outputs: ``benclassifier0``, ...
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored.
+
+        Returns
+        -------
+        names : ndarray of str
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], object)
+
+
+def _subset(X, mask):
+    if mask.all():
+        return X
+    if is_dataset(X):
+        return torch.utils.data.Subset(X, np.flatnonzero(mask).tolist())
+    return X[mask]
+
+
+def _make_evaluate(estimator, X, y, groups, controls, held_out):
+    """Return ``evaluate(net) -> {"valid_loss", "valid_acc"}`` on held-out groups."""
+    X_val, y_val = _subset(X, held_out), torch.from_numpy(y[held_out])
+    g_val = groups[held_out]
+    c_val = None if controls is None else controls[held_out]
+    norm = estimator.norm
+
+    def evaluate(net):
+        logits = estimator._forward(
+            net.module_, X_val, g_val, c_val, norm, device=net.device
+        )
+        loss = nn.functional.cross_entropy(logits, y_val).item()
+        acc = (logits.argmax(1) == y_val).double().mean().item()
+        return {"valid_loss": loss, "valid_acc": acc}
+
+    return evaluate

@@ -1,0 +1,159 @@
+"""Batch samplers that keep every minibatch inside one group (plate)."""
+
+from collections.abc import Iterator
+from numbers import Integral
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from sklearn_ben._validation import (
+    check_controls,
+    check_controls_per_group,
+    check_group_sizes,
+    check_groups,
+)
+
+__all__ = ["GroupBatchSampler"]
+
+
+class GroupBatchSampler:
+    """Yield minibatches of indices that each come from a single group.
+
+    This is BEN's group-wise training: every batch holds samples of one plate,
+    so batch normalisation sees that plate's statistics. Use it with a plain
+    ``torch.utils.data.DataLoader(dataset, batch_sampler=sampler)``.
+
+    Each epoch, every sample is used exactly once. A group of ``n`` samples
+    is cut into ``ceil(n / batch_size)`` batches of near-equal size, so no
+    batch exceeds ``batch_size`` and no tail of one or two samples is left
+    over (nor dropped). The batches of all groups are then shuffled together.
+    With ``min_controls``, a group's controls are spread evenly over its
+    batches, and a batch left with fewer than ``min_controls`` controls is
+    topped up with controls drawn again from the same group; those extra
+    indices come on top of ``batch_size``.
+
+    Parameters
+    ----------
+    groups : array-like of shape (n_samples,) or None
+        Group (plate) of each sample. ``None`` puts all samples in one group,
+        which gives ordinary random minibatches.
+    batch_size : int
+        Largest number of (non-extra) samples per batch; at least 2, since
+        batch normalisation needs two samples.
+    controls : array-like of bool, shape (n_samples,), default=None
+        Control mask, needed when ``min_controls > 0``.
+    min_controls : int, default=0
+        Least number of controls of the batch's group in every batch.
+    shuffle : bool, default=True
+        Shuffle samples within groups and batches across groups.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the shuffling. An int gives the same sequence of epochs on every
+        run; successive epochs differ.
+
+    Attributes
+    ----------
+    n_samples : int
+        Number of samples.
+    groups_ : ndarray
+        The distinct groups.
+
+    Examples
+    --------
+    >>> from sklearn_ben.samplers import GroupBatchSampler
+    >>> sampler = GroupBatchSampler(["a"] * 5 + ["b"] * 3, batch_size=3,
+    ...                             random_state=0)
+    >>> len(sampler)
+    3
+    >>> sorted(sorted(int(i) for i in batch) for batch in sampler)
+    [[0, 1, 3], [2, 4], [5, 6, 7]]
+    """
+
+    def __init__(
+        self,
+        groups,
+        batch_size: int,
+        *,
+        controls=None,
+        min_controls: int = 0,
+        shuffle: bool = True,
+        random_state=None,
+    ) -> None:
+        if not isinstance(batch_size, Integral) or isinstance(batch_size, bool):
+            raise TypeError(
+                f"batch_size should be an integer, but got {type(batch_size).__name__}."
+            )
+        if batch_size < 2:
+            raise ValueError(
+                "batch_size should be at least 2 (batch normalisation needs two "
+                f"samples per batch), but got batch_size={batch_size}."
+            )
+        if not isinstance(min_controls, Integral) or min_controls < 0:
+            raise ValueError(
+                "min_controls should be a non-negative integer, but got "
+                f"min_controls={min_controls!r}."
+            )
+        if min_controls >= batch_size:
+            raise ValueError(
+                f"min_controls={min_controls} must be smaller than "
+                f"batch_size={batch_size}."
+            )
+        if groups is None and controls is None:
+            raise ValueError("Pass groups, controls, or both, to size the sampler.")
+        n_samples = len(groups) if groups is not None else len(controls)
+        groups = check_groups(groups, n_samples)
+        if groups is None:
+            groups = np.zeros(n_samples, dtype=int)
+        controls = check_controls(controls, n_samples)
+        if min_controls > 0:
+            if controls is None:
+                raise ValueError(
+                    f"min_controls={min_controls} needs the controls mask; pass "
+                    "controls=... or set min_controls=0."
+                )
+            check_controls_per_group(groups, controls, min_controls, where="training")
+        self.groups_ = check_group_sizes(groups, 2)
+        self.n_samples = n_samples
+        self.batch_size = int(batch_size)
+        self.min_controls = int(min_controls)
+        self.shuffle = shuffle
+        self._rng = check_random_state(random_state)
+        self._members = [np.flatnonzero(groups == g) for g in self.groups_]
+        self._controls = controls
+        self._n_batches = [-(-len(m) // self.batch_size) for m in self._members]
+
+    def __len__(self) -> int:
+        return int(sum(self._n_batches))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = []
+        for members, k in zip(self._members, self._n_batches):
+            batches.extend(self._split_group(members, k))
+        order = (
+            self._rng.permutation(len(batches)) if self.shuffle else range(len(batches))
+        )
+        for i in order:
+            yield batches[i].tolist()
+
+    def _split_group(self, members: np.ndarray, k: int) -> list[np.ndarray]:
+        rng = self._rng
+        if self._controls is None or self.min_controls == 0:
+            idx = rng.permutation(members) if self.shuffle else members
+            return np.array_split(idx, k)
+        # Spread controls and the rest evenly, so each batch gets its share.
+        is_ctrl = self._controls[members]
+        ctrl, rest = members[is_ctrl], members[~is_ctrl]
+        if self.shuffle:
+            ctrl, rest = rng.permutation(ctrl), rng.permutation(rest)
+        ctrl_parts = np.array_split(ctrl, k)
+        # Balance sizes: the batch with fewest controls gets the most others.
+        rest_parts = np.array_split(rest, k)[::-1]
+        batches = []
+        for c, r in zip(ctrl_parts, rest_parts):
+            missing = self.min_controls - len(c)
+            if missing > 0:
+                pool = np.setdiff1d(ctrl, c)
+                extra = rng.choice(pool, missing, replace=len(pool) < missing)
+                c = np.concatenate([c, extra])
+            batch = np.concatenate([c, r])
+            batches.append(rng.permutation(batch) if self.shuffle else batch)
+        return batches
