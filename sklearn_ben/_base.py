@@ -25,7 +25,6 @@ from sklearn_ben._validation import (
 )
 from sklearn_ben.backbones import feature_dim, resolve_backbone
 from sklearn_ben.batchnorm import (
-    bn_mode,
     convert_batchnorm,
     group_forward,
     group_layers,
@@ -111,7 +110,11 @@ class BENBase(BaseEstimator):
         n = _num_samples(X)
         groups, controls = check_groups(groups, n), check_controls(controls, n)
         if groups is None and (self.sampling == "group" or self.norm != "frozen"):
-            warnings.warn(_missing_groups_message(self, "fit"), MissingMetadataWarning)
+            warnings.warn(
+                _missing_groups_message(self, "fit"),
+                MissingMetadataWarning,
+                stacklevel=3,
+            )
         fit_groups = np.zeros(n, dtype=int) if groups is None else groups
         if self.norm == "controls":
             if controls is None:
@@ -182,7 +185,9 @@ class BENBase(BaseEstimator):
         norm = self.norm
         if norm != "frozen" and groups is None:
             warnings.warn(
-                _missing_groups_message(self, "predict"), MissingMetadataWarning
+                _missing_groups_message(self, "predict"),
+                MissingMetadataWarning,
+                stacklevel=3,
             )
         groups = np.zeros(n, dtype=int) if groups is None else groups
         if norm == "controls":
@@ -193,6 +198,7 @@ class BENBase(BaseEstimator):
                     "pass controls=<boolean mask>, or enable metadata routing "
                     "inside Pipeline/GridSearchCV.",
                     MissingMetadataWarning,
+                    stacklevel=3,
                 )
                 norm = "group"
             else:

@@ -19,11 +19,16 @@ __all__ = [
 
 def format_counts(counts, limit=5):
     """Return ``"'P1' (1), 'P7' (0)"`` for a ``{group: count}`` mapping."""
-    items = [f"{g!r} ({n})" for g, n in list(counts.items())[:limit]]
+    items = [f"{_plain(g)!r} ({n})" for g, n in list(counts.items())[:limit]]
     more = len(counts) - limit
     if more > 0:
         items.append(f"and {more} more")
     return ", ".join(items)
+
+
+def _plain(value):
+    """A numpy scalar as the Python value it holds, for readable messages."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _as_1d(values, name, n_samples):

@@ -25,8 +25,10 @@ class GroupBatchSampler:
 
     Each epoch, every sample is used exactly once. A group of ``n`` samples
     is cut into ``ceil(n / batch_size)`` batches of near-equal size, so no
-    batch exceeds ``batch_size`` and no tail of one or two samples is left
-    over (nor dropped). The batches of all groups are then shuffled together.
+    batch exceeds ``batch_size`` and no small tail is left over (nor dropped).
+    The one exception: with ``batch_size=2``, a group of odd size ends with a
+    batch of 3, since a batch of one sample cannot be batch-normalised. The
+    batches of all groups are then shuffled together.
     With ``min_controls``, a group's controls are spread evenly over its
     batches, and a batch left with fewer than ``min_controls`` controls is
     topped up with controls drawn again from the same group; those extra
@@ -65,7 +67,7 @@ class GroupBatchSampler:
     >>> len(sampler)
     3
     >>> sorted(sorted(int(i) for i in batch) for batch in sampler)
-    [[0, 1, 3], [2, 4], [5, 6, 7]]
+    [[0, 1, 2], [3, 4], [5, 6, 7]]
     """
 
     def __init__(
@@ -119,7 +121,9 @@ class GroupBatchSampler:
         self._rng = check_random_state(random_state)
         self._members = [np.flatnonzero(groups == g) for g in self.groups_]
         self._controls = controls
-        self._n_batches = [-(-len(m) // self.batch_size) for m in self._members]
+        self._n_batches = [
+            min(-(-len(m) // self.batch_size), len(m) // 2) for m in self._members
+        ]
 
     def __len__(self) -> int:
         return int(sum(self._n_batches))

@@ -1,0 +1,184 @@
+import copy
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from sklearn_ben.batchnorm import (
+    GroupBatchNorm1d,
+    GroupBatchNorm2d,
+    GroupBatchNorm3d,
+    bn_mode,
+    convert_batchnorm,
+    group_forward,
+    group_layers,
+)
+
+
+def _resnet():
+    torch.manual_seed(0)
+    return convert_batchnorm(torchvision.models.resnet18(num_classes=4)).eval()
+
+
+def _chunks(x, mask, size):
+    def chunks():
+        for i in range(0, len(x), size):
+            yield x[i : i + size], None if mask is None else mask[i : i + size]
+
+    return chunks
+
+
+def _plate(n=30, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=g) * 2.0 + 0.5
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[::3] = True
+    return x, mask
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (nn.BatchNorm1d(4), (6, 4)),
+        (nn.BatchNorm1d(4), (6, 4, 5)),
+        (nn.BatchNorm2d(4), (6, 4, 3, 3)),
+        (nn.BatchNorm3d(4), (6, 4, 2, 3, 3)),
+    ],
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_convert_batchnorm_keeps_behaviour(layer, shape, training):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        layer.running_mean.uniform_(-1, 1)
+        layer.weight.uniform_(0.5, 2)
+    reference = copy.deepcopy(layer)
+    converted = convert_batchnorm(layer)
+    x = torch.randn(*shape)
+    reference.train(training)
+    converted.train(training)
+    torch.testing.assert_close(converted(x), reference(x))
+    torch.testing.assert_close(converted.running_mean, reference.running_mean)
+
+
+def test_convert_batchnorm_replaces_every_layer_of_a_torchvision_model():
+    net = convert_batchnorm(torchvision.models.resnet18())
+    n_plain = sum(type(m) is nn.BatchNorm2d for m in net.modules())
+    assert n_plain == 0
+    assert len(group_layers(net)) == 20
+    assert all(isinstance(m, GroupBatchNorm2d) for m in group_layers(net))
+
+
+def test_convert_batchnorm_classes():
+    net = convert_batchnorm(
+        nn.Sequential(nn.BatchNorm1d(2), nn.BatchNorm2d(2), nn.BatchNorm3d(2))
+    )
+    assert [type(m) for m in net] == [
+        GroupBatchNorm1d,
+        GroupBatchNorm2d,
+        GroupBatchNorm3d,
+    ]
+
+
+def test_group_forward_single_chunk_equals_train_mode_batch_stats():
+    net = _resnet()
+    x, _ = _plate()
+    reference = copy.deepcopy(net).train()
+    with torch.no_grad():
+        expected = reference(x)
+        out = group_forward(net, _chunks(x, None, len(x)), use_controls=False)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 29])
+@pytest.mark.parametrize("use_controls", [False, True])
+def test_group_forward_chunked_equals_whole_group(size, use_controls):
+    net = _resnet()
+    x, mask = _plate()
+    mask = mask if use_controls else None
+    with torch.no_grad():
+        whole = group_forward(net, _chunks(x, mask, len(x)), use_controls=use_controls)
+        chunked = group_forward(net, _chunks(x, mask, size), use_controls=use_controls)
+    assert (whole - chunked).abs().max().item() <= 1e-4
+
+
+def test_group_forward_does_not_depend_on_order():
+    net = _resnet()
+    x, _ = _plate()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = group_forward(net, _chunks(x, None, len(x)), use_controls=False)
+        out_perm = group_forward(net, _chunks(x[perm], None, 8), use_controls=False)
+    assert (out[perm] - out_perm).abs().max().item() <= 1e-4
+
+
+def test_group_forward_controls_ignore_non_control_samples():
+    net = _resnet()
+    x, mask = _plate()
+    other = x.clone()
+    other[~mask] = torch.randn(int((~mask).sum()), 3, 32, 32) * 5 - 3
+    with torch.no_grad():
+        out = group_forward(net, _chunks(x, mask, len(x)), use_controls=True)
+        out_other = group_forward(net, _chunks(other, mask, 11), use_controls=True)
+    assert (out[mask] - out_other[mask]).abs().max().item() <= 1e-4
+    # ... while with whole-group statistics the controls' outputs do move
+    with torch.no_grad():
+        grp = group_forward(net, _chunks(x, None, len(x)), use_controls=False)
+        grp_other = group_forward(net, _chunks(other, None, len(x)), use_controls=False)
+    assert (grp[mask] - grp_other[mask]).abs().max().item() > 1e-2
+
+
+@pytest.mark.parametrize("size", [5, 30])
+@pytest.mark.parametrize("use_controls", [False, True])
+def test_group_forward_never_touches_running_stats(size, use_controls):
+    net = _resnet()
+    before = copy.deepcopy(net.state_dict())
+    x, mask = _plate()
+    with torch.no_grad():
+        group_forward(net, _chunks(x, mask, size), use_controls=use_controls)
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    assert all(layer.ben_mode == "default" for layer in group_layers(net))
+
+
+def test_bn_mode_controls_normalises_with_control_statistics():
+    layer = convert_batchnorm(nn.BatchNorm1d(1, affine=False, eps=0.0)).eval()
+    x = torch.tensor([[1.0], [3.0], [100.0], [-50.0]])
+    mask = torch.tensor([True, True, False, False])
+    with bn_mode(layer, "controls", mask=mask):
+        out = layer(x)
+    # controls: mean 2, biased std 1
+    torch.testing.assert_close(out[:, 0], torch.tensor([-1.0, 1.0, 98.0, -52.0]))
+
+
+def test_bn_mode_controls_training_has_gradients_and_updates_running_stats():
+    layer = convert_batchnorm(nn.BatchNorm1d(3)).train()
+    x = torch.randn(8, 3, requires_grad=True)
+    mask = torch.tensor([True] * 4 + [False] * 4)
+    with bn_mode(layer, "controls", mask=mask):
+        out = layer(x)
+    out.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    expected = 0.9 * torch.zeros(3) + 0.1 * x[:4].detach().mean(0)
+    torch.testing.assert_close(layer.running_mean, expected)
+
+
+def test_bn_mode_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="Unknown batch-norm mode 'plate'"):
+        with bn_mode(nn.Sequential(), "plate"):
+            pass
+
+
+def test_bn_mode_controls_needs_a_mask():
+    layer = convert_batchnorm(nn.BatchNorm1d(2))
+    with pytest.raises(RuntimeError, match="needs a control mask"):
+        with bn_mode(layer, "controls"):
+            layer(torch.randn(4, 2))
+
+
+def test_group_forward_without_any_control_rows_raises():
+    net = convert_batchnorm(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))).eval()
+    x = torch.randn(6, 2)
+    mask = torch.zeros(6, dtype=torch.bool)
+    with pytest.raises(RuntimeError, match="saw no rows"):
+        group_forward(net, _chunks(x, mask, 3), use_controls=True)
