@@ -6,7 +6,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 from skorch import NeuralNet
@@ -66,7 +66,7 @@ class _GroupValidation(Callback):
         self.evaluate = None  # drop the validation data before pickling
 
 
-class BENBase(BaseEstimator):
+class BENBase(TransformerMixin, BaseEstimator):
     """Shared machinery of the BEN estimators (not public)."""
 
     _parameter_constraints = {
@@ -97,6 +97,32 @@ class BENBase(BaseEstimator):
 
     __metadata_request__fit = _REQUEST
     __metadata_request__transform = _REQUEST
+
+    def fit_transform(self, X, y=None, *, groups=None, controls=None, **fit_params):
+        """Fit, then transform the same samples, passing the plates to both.
+
+        scikit-learn's default ``fit_transform`` would drop ``groups`` and
+        ``controls`` before ``transform``.
+
+        Parameters
+        ----------
+        X : array-like or torch Dataset
+            Training samples.
+        y : array-like of shape (n_samples,), default=None
+            Targets, where the estimator uses them.
+        groups : array-like of shape (n_samples,), default=None
+            Plate of each sample.
+        controls : array-like of bool, shape (n_samples,), default=None
+            Control mask.
+        **fit_params : dict
+            Further metadata for ``fit``.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features_out_)
+        """
+        self.fit(X, y, groups=groups, controls=controls, **fit_params)
+        return self.transform(X, groups=groups, controls=controls)
 
     # ------------------------------------------------------------------ checks
     def _check_fit_inputs(self, X, y, groups, controls):
@@ -173,10 +199,10 @@ class BENBase(BaseEstimator):
         if shape[0] != self.input_shape_[0] or len(shape) != len(self.input_shape_):
             what = "channels" if len(self.input_shape_) == 3 else "features"
             raise ValueError(
-                f"X has {shape[0]} {what} (input shape {shape}) but "
-                f"{type(self).__name__} was fitted on {self.input_shape_[0]} "
-                f"{what} (input shape {self.input_shape_}); pass data with the "
-                f"same {what} in the same order."
+                f"X has {shape[0]} {what}, but {type(self).__name__} is expecting "
+                f"{self.input_shape_[0]} {what} as input (sample shape {shape} "
+                f"here, {self.input_shape_} in fit); pass data with the same "
+                f"{what} in the same order."
             )
         if not is_dataset(X):
             validate_data(self, X, reset=False, skip_check_array=True)
@@ -190,6 +216,8 @@ class BENBase(BaseEstimator):
                 stacklevel=3,
             )
         groups = np.zeros(n, dtype=int) if groups is None else groups
+        if norm != "frozen":
+            check_group_sizes(groups, 2, what="predicted")
         if norm == "controls":
             if controls is None:
                 warnings.warn(
@@ -242,7 +270,7 @@ class BENBase(BaseEstimator):
         """Train ``module`` with skorch on group-homogeneous batches; return net."""
         rng = check_random_state(self.random_state)
         sampler = GroupBatchSampler(
-            groups if self.sampling == "group" else None,
+            groups if self.sampling == "group" else np.zeros(len(groups), int),
             self.batch_size,
             controls=controls,
             min_controls=self.min_controls if self.norm == "controls" else 0,
@@ -350,6 +378,7 @@ class BENBase(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
 
 

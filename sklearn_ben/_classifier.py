@@ -211,7 +211,10 @@ class BENClassifier(ClassifierMixin, BENBase):
         """
         X, y, groups, controls = self._check_fit_inputs(X, y, groups, controls)
         if y is None:
-            raise ValueError("BENClassifier needs y; pass the class of each sample.")
+            raise ValueError(
+                "BENClassifier requires y to be passed, but the target y is None; "
+                "pass the class of each sample."
+            )
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         if len(encoder.classes_) < 2:
