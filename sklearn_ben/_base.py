@@ -266,8 +266,25 @@ class BENBase(TransformerMixin, BaseEstimator):
         held_out = random_state.choice(labels, n_val, replace=False)
         return np.isin(groups, held_out)
 
-    def _train(self, module, criterion, X, y, groups, controls, evaluate=None):
-        """Train ``module`` with skorch on group-homogeneous batches; return net."""
+    def _train(
+        self,
+        module,
+        criterion,
+        X,
+        y,
+        groups,
+        controls,
+        evaluate=None,
+        *,
+        dataset=None,
+        criterion_params=None,
+    ):
+        """Train ``module`` with skorch on group-homogeneous batches; return net.
+
+        ``groups`` and ``controls`` describe the units the sampler draws
+        (samples, or bags for MinCLR); ``dataset`` turns a list of units into
+        a batch (default: the rows of ``X``, ``y``).
+        """
         rng = check_random_state(self.random_state)
         sampler = GroupBatchSampler(
             groups if self.sampling == "group" else np.zeros(len(groups), int),
@@ -276,7 +293,9 @@ class BENBase(TransformerMixin, BaseEstimator):
             min_controls=self.min_controls if self.norm == "controls" else 0,
             random_state=rng.randint(np.iinfo(np.int32).max),
         )
-        dataset = BatchDataset(X, y, controls if self.norm == "controls" else None)
+        if dataset is None:
+            use = controls if self.norm == "controls" else None
+            dataset = BatchDataset(X, y, use)
         steps = len(sampler)
         schedule = _WarmupCosine(self._warmup_steps(steps), steps * self.max_epochs)
         callbacks = []
@@ -304,6 +323,7 @@ class BENBase(TransformerMixin, BaseEstimator):
         net = NeuralNet(
             module=module,
             criterion=criterion,
+            **{f"criterion__{k}": v for k, v in (criterion_params or {}).items()},
             optimizer=torch.optim.Adam,
             lr=self.lr,
             optimizer__weight_decay=self.weight_decay,
@@ -371,8 +391,21 @@ class BENBase(TransformerMixin, BaseEstimator):
 
         return group_forward(module, batches, use_controls=use_controls)
 
-    def _n_features_out_of(self):
-        return self.n_features_out_
+    def get_feature_names_out(self, input_features=None):
+        """Names of the ``transform`` outputs: ``<classname>0``, ``<classname>1``...
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored.
+
+        Returns
+        -------
+        names : ndarray of str
+        """
+        check_is_fitted(self)
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], object)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -345,24 +345,6 @@ class BENClassifier(ClassifierMixin, BENBase):
         y_pred = self.predict(X, groups=groups, controls=controls)
         return accuracy_score(y, y_pred, sample_weight=sample_weight)
 
-    def get_feature_names_out(self, input_features=None):
-        """Names of the ``transform`` outputs: ``benclassifier0``, ...
-
-        Parameters
-        ----------
-        input_features : None
-            Ignored.
-
-        Returns
-        -------
-        names : ndarray of str
-        """
-        from sklearn.utils.validation import check_is_fitted
-
-        check_is_fitted(self)
-        prefix = type(self).__name__.lower()
-        return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], object)
-
 
 def _subset(X, mask):
     if mask.all():
