@@ -167,7 +167,9 @@ class BENBase(TransformerMixin, BaseEstimator):
         if is_dataset(X):
             return X, (None if y is None else np.asarray(y))
         if fitting and y is not None:
-            X = check_array(X, dtype=None, allow_nd=True, ensure_min_samples=2)
+            X = check_array(
+                X, dtype=None, allow_nd=True, ensure_min_samples=2, input_name="X"
+            )
             y = check_array(y, ensure_2d=False, dtype=None, ensure_min_samples=2)
             if len(y) != len(X):
                 raise ValueError(
@@ -175,7 +177,9 @@ class BENBase(TransformerMixin, BaseEstimator):
                     "label per row of X."
                 )
         else:
-            X = check_array(X, dtype=None, allow_nd=True, ensure_min_samples=1)
+            X = check_array(
+                X, dtype=None, allow_nd=True, ensure_min_samples=1, input_name="X"
+            )
         if X.dtype.kind not in "biuf":
             X = X.astype(np.float32)
         if X.ndim not in (2, 4):
@@ -196,13 +200,20 @@ class BENBase(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X, _ = self._check_X(X)
         shape = self._input_shape(X)
-        if shape[0] != self.input_shape_[0] or len(shape) != len(self.input_shape_):
+        name = type(self).__name__
+        if len(shape) != len(self.input_shape_):
+            kinds = {1: "a feature table", 3: "images"}
+            raise ValueError(
+                f"X holds {kinds.get(len(shape), 'arrays')} (sample shape {shape}), "
+                f"but {name} was fitted on {kinds[len(self.input_shape_)]} (sample "
+                f"shape {self.input_shape_}); pass the same kind of data as in fit."
+            )
+        if shape[0] != self.input_shape_[0]:
             what = "channels" if len(self.input_shape_) == 3 else "features"
             raise ValueError(
-                f"X has {shape[0]} {what}, but {type(self).__name__} is expecting "
-                f"{self.input_shape_[0]} {what} as input (sample shape {shape} "
-                f"here, {self.input_shape_} in fit); pass data with the same "
-                f"{what} in the same order."
+                f"X has {shape[0]} {what}, but {name} is expecting "
+                f"{self.input_shape_[0]} {what} as input; pass data with the same "
+                f"{what} in the same order as in fit."
             )
         if not is_dataset(X):
             validate_data(self, X, reset=False, skip_check_array=True)

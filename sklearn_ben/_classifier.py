@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from sklearn_ben._base import _REQUEST, BENBase
 from sklearn_ben._data import is_dataset
 from sklearn_ben._sklearn_compat import _fit_context
+from sklearn_ben._validation import _plain
 from sklearn_ben.batchnorm import bn_mode
 
 __all__ = ["BENClassifier"]
@@ -220,7 +221,7 @@ class BENClassifier(ClassifierMixin, BENBase):
         if len(encoder.classes_) < 2:
             raise ValueError(
                 "BENClassifier needs at least two classes in y, but got 1 class: "
-                f"{encoder.classes_[0]!r}; add samples of another class."
+                f"{_plain(encoder.classes_[0])!r}; add samples of another class."
             )
         y_enc = encoder.transform(y).astype(np.int64)
         rng = check_random_state(self.random_state)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from sklearn_ben._base import BENBase
 from sklearn_ben._data import BatchDataset, is_dataset
 from sklearn_ben._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
+from sklearn_ben._validation import _plain
 from sklearn_ben.batchnorm import bn_mode
 from sklearn_ben.exceptions import GroupError
 
@@ -328,7 +329,7 @@ class BENEmbedder(BENBase):
             if len(encoder.classes_) < 2:
                 raise ValueError(
                     "method='supervised' needs at least two classes in y, but got "
-                    f"1 class: {encoder.classes_[0]!r}."
+                    f"1 class: {_plain(encoder.classes_[0])!r}."
                 )
             y_enc = encoder.transform(y).astype(np.int64)
         if self.method == "minclr":

@@ -39,7 +39,9 @@ def routing():
 
 
 def _clf(**params):
-    return BENClassifier(module="mlp", max_epochs=2, batch_size=16, random_state=0, **params)
+    return BENClassifier(
+        module="mlp", max_epochs=2, batch_size=16, random_state=0, **params
+    )
 
 
 def _missing(caught):
@@ -63,7 +65,10 @@ def test_routing_pipeline_passes_groups_to_fit_and_predict(table, routing):
 def test_routing_grid_search_group_kfold_and_ben_scorer(table, routing):
     X, y, groups, controls = table
     search = GridSearchCV(
-        _clf(), {"lr": [1e-3, 1e-2]}, cv=GroupKFold(n_splits=2), scoring=make_ben_scorer()
+        _clf(),
+        {"lr": [1e-3, 1e-2]},
+        cv=GroupKFold(n_splits=2),
+        scoring=make_ben_scorer(),
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -83,7 +88,9 @@ def test_routing_ben_scorer_equals_score_with_groups(table, routing):
 
 def test_routing_string_scorer_drops_groups_and_warns(table, routing):
     X, y, groups, _ = table
-    search = GridSearchCV(_clf(), {"lr": [1e-3]}, cv=GroupKFold(n_splits=2), scoring="accuracy")
+    search = GridSearchCV(
+        _clf(), {"lr": [1e-3]}, cv=GroupKFold(n_splits=2), scoring="accuracy"
+    )
     with pytest.warns(MissingMetadataWarning, match="predict got no groups"):
         search.fit(X, y, groups=groups)
 
@@ -116,7 +123,9 @@ def test_routing_cross_validate_params(table, routing):
 def test_routing_cross_val_predict_routes_nothing_to_predict(table, routing):
     X, y, groups, _ = table
     with pytest.warns(MissingMetadataWarning, match="predict got no groups"):
-        cross_val_predict(_clf(), X, y, cv=GroupKFold(n_splits=2), params={"groups": groups})
+        cross_val_predict(
+            _clf(), X, y, cv=GroupKFold(n_splits=2), params={"groups": groups}
+        )
 
 
 def test_routing_grid_search_predict_takes_no_groups(table, routing):
