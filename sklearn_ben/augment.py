@@ -69,8 +69,15 @@ class MicroscopyAugment:
     Notes
     -----
     The crop is taken with ``torch.nn.functional.grid_sample`` (bilinear, no
-    antialiasing), so shrinking an image a lot aliases. The blur uses a
-    kernel of radius ``ceil(3 * blur_sigma[1])`` and reflects at borders.
+    antialiasing), so shrinking an image a lot aliases; the flip or turn is
+    folded into the same sampling grid, so the image is resampled once. With
+    ``crop_scale=None`` flips and turns are exact permutations of pixels.
+    The blur uses a kernel of radius ``ceil(3 * blur_sigma[1])`` (at most the
+    image side minus one) and reflects at borders.
+
+    On a 2-core CPU, a batch of 75 images x 5 views of 3 x 64 x 64 takes
+    about 50 ms with the defaults (some 7,000 views per second), most of it
+    in the blur.
 
     Examples
     --------
