@@ -5,6 +5,7 @@ each plate with its own batch-norm statistics at inference (Lin & Lu).
 """
 
 from sklearn_ben._classifier import BENClassifier
+from sklearn_ben._embedder import BENEmbedder
 from sklearn_ben.batchnorm import convert_batchnorm
 from sklearn_ben.exceptions import (
     BENError,
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BENClassifier",
+    "BENEmbedder",
     "BENError",
     "ControlsError",
     "GroupBatchSampler",

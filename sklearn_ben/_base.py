@@ -178,7 +178,11 @@ class BENBase(TransformerMixin, BaseEstimator):
                 )
         else:
             X = check_array(
-                X, dtype=None, allow_nd=True, ensure_min_samples=1, input_name="X"
+                X,
+                dtype=None,
+                allow_nd=True,
+                ensure_min_samples=2 if fitting else 1,
+                input_name="X",
             )
         if X.dtype.kind not in "biuf":
             X = X.astype(np.float32)

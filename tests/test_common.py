@@ -5,17 +5,23 @@ import warnings
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_ben import BENClassifier
+from sklearn_ben import BENClassifier, BENEmbedder
 from sklearn_ben.exceptions import MissingMetadataWarning
 
 # Tiny networks and few epochs: the checks test the contract, not accuracy.
 FAST = {"module": "mlp", "max_epochs": 10, "batch_size": 32, "random_state": 0}
+
+# Embedders have no accuracy check to pass: two epochs are enough.
+FAST_EMBEDDER = {**FAST, "max_epochs": 2}
 
 ESTIMATORS = [
     # Vanilla configuration: plain BatchNorm, every check must pass.
     BENClassifier(sampling="random", norm="frozen", **FAST),
     # BEN: the checks pass no groups, so each call is one plate.
     BENClassifier(**FAST),
+    BENEmbedder(sampling="random", norm="frozen", n_views=2, **FAST_EMBEDDER),
+    BENEmbedder(n_views=2, **FAST_EMBEDDER),
+    BENEmbedder(method="supervised", **FAST_EMBEDDER),
 ]
 
 # check name -> reason, for the BEN configurations only.
