@@ -2,6 +2,7 @@
 
 import math
 import warnings
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -11,7 +12,7 @@ from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, LRScheduler, ProgressBar
-from torch import nn
+from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
@@ -25,6 +26,7 @@ from sklearn_ben._validation import (
 )
 from sklearn_ben.backbones import feature_dim, resolve_backbone
 from sklearn_ben.batchnorm import (
+    bn_mode,
     convert_batchnorm,
     group_forward,
     group_layers,
@@ -33,6 +35,31 @@ from sklearn_ben.exceptions import ControlsError, MissingMetadataWarning
 from sklearn_ben.samplers import GroupBatchSampler
 
 _REQUEST = {"groups": True, "controls": True}
+
+
+class _HeadNet(nn.Module):
+    """Backbone plus a training head; an optional control mask drives BN."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, X: Tensor, controls: Tensor | None = None) -> Tensor:
+        # X: (N, C, H, W) or (N, F); controls: (N,) bool; returns head outputs
+        if controls is None:
+            return self.head(self.backbone(X))
+        with bn_mode(self, "controls", mask=controls):
+            return self.head(self.backbone(X))
+
+
+@contextmanager
+def _seeded(seed: int):
+    """Seed torch for a block of code, leaving the caller's RNG state as it was."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 class _WarmupCosine:
@@ -405,6 +432,38 @@ class BENBase(TransformerMixin, BaseEstimator):
                 yield data.get_inputs(c).to(device), mask
 
         return group_forward(module, batches, use_controls=use_controls)
+
+    def _set_fitted(self, X, shape, n_out, net):
+        """Record the fitted state; called once every check and training passed."""
+        if not is_dataset(X):
+            validate_data(self, X, reset=True, skip_check_array=True)
+        else:
+            self.n_features_in_ = shape[0]
+        self.input_shape_ = shape
+        self.n_features_out_ = n_out
+        self.net_ = net
+        self.device_ = str(net.device)
+
+    def transform(self, X, *, groups=None, controls=None):
+        """Backbone features (embeddings), each plate with its own BN statistics.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+            Samples (or a torch ``Dataset`` of images).
+        groups : array-like of shape (n_samples,), default=None
+            Plate of each sample.
+        controls : array-like of bool, shape (n_samples,), default=None
+            Control mask, used with ``norm="controls"``.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features_out_)
+            Backbone features, before any training head.
+        """
+        X, groups, controls, norm = self._check_predict_inputs(X, groups, controls)
+        backbone = self.net_.module_.backbone
+        return self._forward(backbone, X, groups, controls, norm).numpy()
 
     def get_feature_names_out(self, input_features=None):
         """Names of the ``transform`` outputs: ``<classname>0``, ``<classname>1``...

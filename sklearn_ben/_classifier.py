@@ -7,32 +7,14 @@ from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import validate_data
-from torch import Tensor, nn
+from torch import nn
 
-from sklearn_ben._base import _REQUEST, BENBase
+from sklearn_ben._base import _REQUEST, BENBase, _HeadNet, _seeded
 from sklearn_ben._data import is_dataset
 from sklearn_ben._sklearn_compat import _fit_context
 from sklearn_ben._validation import _plain
-from sklearn_ben.batchnorm import bn_mode
 
 __all__ = ["BENClassifier"]
-
-
-class _ClassifierNet(nn.Module):
-    """Backbone plus a linear head; an optional control mask drives BN."""
-
-    def __init__(self, backbone: nn.Module, n_features: int, n_classes: int):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(n_features, n_classes)
-
-    def forward(self, X: Tensor, controls: Tensor | None = None) -> Tensor:
-        # X: (N, C, H, W) or (N, F); controls: (N,) bool; returns logits (N, K)
-        if controls is None:
-            return self.head(self.backbone(X))
-        with bn_mode(self, "controls", mask=controls):
-            return self.head(self.backbone(X))
 
 
 class BENClassifier(ClassifierMixin, BENBase):
@@ -229,11 +211,9 @@ class BENClassifier(ClassifierMixin, BENBase):
         train = np.ones(len(y_enc), dtype=bool)
         if self.validation_fraction is not None:
             train = ~self._split_validation(groups, rng)
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with _seeded(seed):
             backbone, n_out, shape = self._build_backbone(X)
-            module = _ClassifierNet(backbone, n_out, len(encoder.classes_))
+            module = _HeadNet(backbone, nn.Linear(n_out, len(encoder.classes_)))
             evaluate = None
             if not train.all():
                 evaluate = _make_evaluate(self, X, y_enc, groups, controls, ~train)
@@ -247,15 +227,8 @@ class BENClassifier(ClassifierMixin, BENBase):
                 evaluate,
             )
         # Every check has passed and training succeeded: now change self.
-        if not is_dataset(X):
-            validate_data(self, X, reset=True, skip_check_array=True)
-        else:
-            self.n_features_in_ = shape[0]
+        self._set_fitted(X, shape, n_out, net)
         self.classes_ = encoder.classes_
-        self.input_shape_ = shape
-        self.n_features_out_ = n_out
-        self.net_ = net
-        self.device_ = str(net.device)
         return self
 
     def predict_proba(self, X, *, groups=None, controls=None):
@@ -299,28 +272,6 @@ class BENClassifier(ClassifierMixin, BENBase):
         """
         proba = self.predict_proba(X, groups=groups, controls=controls)
         return self.classes_[np.argmax(proba, axis=1)]
-
-    def transform(self, X, *, groups=None, controls=None):
-        """Backbone features (before the classification head), plate by plate.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
-            Samples.
-        groups : array-like of shape (n_samples,), default=None
-            Plate of each sample.
-        controls : array-like of bool, shape (n_samples,), default=None
-            Control mask, used with ``norm="controls"``.
-
-        Returns
-        -------
-        features : ndarray of shape (n_samples, n_features_out_)
-            Backbone features.
-        """
-        X, groups, controls, norm = self._check_predict_inputs(X, groups, controls)
-        return self._forward(
-            self.net_.module_.backbone, X, groups, controls, norm
-        ).numpy()
 
     def score(self, X, y, *, groups=None, controls=None, sample_weight=None):
         """Accuracy of ``predict(X, groups=groups, controls=controls)``.

@@ -8,33 +8,15 @@ import torch
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import validate_data
 from torch import Tensor, nn
 
-from sklearn_ben._base import BENBase
-from sklearn_ben._data import BatchDataset, is_dataset
+from sklearn_ben._base import BENBase, _HeadNet, _seeded
+from sklearn_ben._data import BatchDataset
 from sklearn_ben._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
 from sklearn_ben._validation import _plain
-from sklearn_ben.batchnorm import bn_mode
 from sklearn_ben.exceptions import GroupError
 
 __all__ = ["BENEmbedder"]
-
-
-class _EmbedderNet(nn.Module):
-    """Backbone plus a training head (projection or classifier), discarded later."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, X: Tensor, controls: Tensor | None = None) -> Tensor:
-        # X: (M, C, H, W) or (M, F) views; controls: (M,) bool
-        if controls is None:
-            return self.head(self.backbone(X))
-        with bn_mode(self, "controls", mask=controls):
-            return self.head(self.backbone(X))
 
 
 def _projection_head(n_features: int, dim: int) -> nn.Module:
@@ -284,31 +266,22 @@ class BENEmbedder(BENBase):
         )
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with _seeded(seed):
             backbone, n_out, shape = self._build_backbone(X)
             if self.method == "supervised":
                 head = nn.Linear(n_out, len(np.unique(y_enc)))
-                module = _EmbedderNet(backbone, head)
+                module = _HeadNet(backbone, head)
                 net = self._train(
                     module, nn.CrossEntropyLoss, X, y_enc, groups, controls
                 )
             else:
-                module = _EmbedderNet(
+                module = _HeadNet(
                     backbone, _projection_head(n_out, self.projection_dim)
                 )
                 net = self._train_contrastive(module, X, groups, controls, bags, seed)
-        if not is_dataset(X):
-            validate_data(self, X, reset=True, skip_check_array=True)
-        else:
-            self.n_features_in_ = shape[0]
+        self._set_fitted(X, shape, n_out, net)
         if self.method == "supervised":
             self.classes_ = np.unique(y)
-        self.input_shape_ = shape
-        self.n_features_out_ = n_out
-        self.net_ = net
-        self.device_ = str(net.device)
         return self
 
     def _check_embedder_inputs(self, X, y, groups, controls, bags):
@@ -392,26 +365,6 @@ class BENEmbedder(BENBase):
             dataset=dataset,
             criterion_params={"temperature": self.temperature},
         )
-
-    def transform(self, X, *, groups=None, controls=None):
-        """Embeddings (backbone features), each plate with its own BN statistics.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
-            Samples.
-        groups : array-like of shape (n_samples,), default=None
-            Plate of each sample.
-        controls : array-like of bool, shape (n_samples,), default=None
-            Control mask, used with ``norm="controls"``.
-
-        Returns
-        -------
-        embeddings : ndarray of shape (n_samples, n_features_out_)
-        """
-        X, groups, controls, norm = self._check_predict_inputs(X, groups, controls)
-        backbone = self.net_.module_.backbone
-        return self._forward(backbone, X, groups, controls, norm).numpy()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
