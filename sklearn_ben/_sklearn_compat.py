@@ -5,7 +5,13 @@ scikit-learn moves its private helpers between releases; keeping every
 """
 
 from sklearn.base import _fit_context
-from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    Options,
+    StrOptions,
+    validate_params,
+)
 from sklearn.utils.metadata_routing import (
     MetadataRequest,
     _routing_enabled,
@@ -19,4 +25,5 @@ __all__ = [
     "StrOptions",
     "_fit_context",
     "_routing_enabled",
+    "validate_params",
 ]
