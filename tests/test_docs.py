@@ -1,0 +1,34 @@
+"""The docs stay in step with the code."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _gen_api():
+    spec = importlib.util.spec_from_file_location(
+        "gen_api", ROOT / "docs" / "gen_api.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_api_reference_is_up_to_date():
+    expected = _gen_api().render()
+    actual = (ROOT / "docs" / "api.md").read_text()
+    assert actual == expected, "docs/api.md is stale: run python docs/gen_api.py"
+
+
+@pytest.mark.parametrize(
+    "page", ["README.md", "docs/user_guide.md", "docs/embeddings.md"]
+)
+def test_docs_links_point_to_existing_files(page):
+    text = (ROOT / page).read_text()
+    base = (ROOT / page).parent
+    for target in re.findall(r"\]\(([^)#:]+)\)", text):
+        assert (base / target).exists(), f"{page} links to missing {target}"
