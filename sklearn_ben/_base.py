@@ -24,7 +24,7 @@ from sklearn_ben._validation import (
     check_group_sizes,
     check_groups,
 )
-from sklearn_ben.backbones import feature_dim, resolve_backbone
+from sklearn_ben.backbones import BACKBONES, feature_dim, resolve_backbone
 from sklearn_ben.batchnorm import (
     bn_mode,
     convert_batchnorm,
@@ -124,6 +124,28 @@ class BENBase(TransformerMixin, BaseEstimator):
 
     __metadata_request__fit = _REQUEST
     __metadata_request__transform = _REQUEST
+
+    def set_params(self, **params):
+        """Set parameters; ``module__<name>`` also works when module is a name.
+
+        ``set_params(module__width=32)`` on ``module="cnn"`` first replaces the
+        name by the backbone it stands for (``SmallCNN()``), so that built-in
+        backbones can be tuned by ``GridSearchCV`` without spelling them out.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters.
+
+        Returns
+        -------
+        self : estimator instance
+        """
+        nested = any(key.startswith("module__") for key in params)
+        module = params.get("module", getattr(self, "module", None))
+        if nested and isinstance(module, str) and module in BACKBONES:
+            params["module"] = BACKBONES[module]()
+        return super().set_params(**params)
 
     def fit_transform(self, X, y=None, *, groups=None, controls=None, **fit_params):
         """Fit, then transform the same samples, passing the plates to both.

@@ -11,7 +11,7 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 from torch import nn
 
 from sklearn_ben import BENClassifier, ControlsError, GroupError, MissingMetadataWarning
-from sklearn_ben.backbones import MLP, ResNet
+from sklearn_ben.backbones import MLP, ResNet, SmallCNN
 from sklearn_ben.batchnorm import group_layers
 
 from .conftest import tiny_classifier
@@ -203,6 +203,22 @@ def test_ben_classifier_user_module_gets_a_head_and_is_not_mutated():
     for key, value in user.state_dict().items():
         assert torch.equal(value, before[key])
     assert len(group_layers(clf.net_.module_)) == 1
+
+
+@pytest.mark.parametrize(
+    "name, param, expected",
+    [
+        ("cnn", "width", SmallCNN),
+        ("mlp", "hidden_units", MLP),
+        ("resnet18", "zero_init_residual", ResNet),
+    ],
+)
+def test_ben_classifier_set_params_on_backbone_names(name, param, expected):
+    clf = BENClassifier(module=name).set_params(**{f"module__{param}": 7})
+    assert isinstance(clf.module, expected)
+    assert getattr(clf.module, param) == 7
+    if name == "resnet18":
+        assert clf.module.depth == 18
 
 
 def test_ben_classifier_backbone_params_reachable_by_grid_search(plates):
