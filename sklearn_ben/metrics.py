@@ -1,0 +1,318 @@
+"""Metrics for image-based profiles.
+
+- :func:`moa_accuracy`: mechanism-of-action (MoA) 1-nearest-neighbour accuracy
+  of treatment profiles by cosine similarity, with the neighbour not of the
+  same compound (NSC) or neither of the same compound nor batch (NSCB), as in
+  the BBBC021 studies (Ljosa et al. 2013; Ando et al. 2017).
+- :func:`aggregate_profiles`: well or cell profiles to one profile per
+  treatment (median).
+- :func:`batch_mixing_score`: share of samples whose nearest neighbour is from
+  the same batch, beside its chance level (Lin & Lu).
+- :func:`top_k_accuracy_score`: scikit-learn's, re-exported.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import pairwise_distances_chunked, top_k_accuracy_score
+from sklearn.preprocessing import normalize
+from sklearn.utils import check_array
+
+from sklearn_ben._sklearn_compat import StrOptions, validate_params
+
+__all__ = [
+    "BatchMixing",
+    "MoAAccuracy",
+    "aggregate_profiles",
+    "batch_mixing_score",
+    "moa_accuracy",
+    "top_k_accuracy_score",
+]
+
+
+class MoAAccuracy(NamedTuple):
+    """Result of :func:`moa_accuracy`: the accuracy and how many counted."""
+
+    accuracy: float
+    n_treatments: int
+
+
+class BatchMixing(NamedTuple):
+    """Result of :func:`batch_mixing_score`: the score and its chance level."""
+
+    score: float
+    chance: float
+
+
+def _labels(values, name, n_samples):
+    """A 1-D array of labels with one entry per sample and none missing."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(
+            f"{name} must be one-dimensional (one label per sample), but got an "
+            f"array of shape {array.shape}."
+        )
+    if array.shape[0] != n_samples:
+        raise ValueError(
+            f"{name} has {array.shape[0]} entries but X has {n_samples} samples; "
+            "pass one label per row of X."
+        )
+    missing = pd.isna(array)
+    if missing.any():
+        raise ValueError(
+            f"{name} has {int(missing.sum())} missing entries; every sample "
+            "needs a label."
+        )
+    return array
+
+
+def _feature_frame(X):
+    names = getattr(X, "columns", None)
+    X = check_array(X, dtype=np.float64)
+    if names is None:
+        names = [f"x{j}" for j in range(X.shape[1])]
+    return pd.DataFrame(X, columns=list(names))
+
+
+@validate_params(
+    {
+        "X": ["array-like"],
+        "by": ["array-like"],
+        "func": [StrOptions({"median", "mean"})],
+    },
+    prefer_skip_nested_validation=True,
+)
+def aggregate_profiles(X, by, *, func="median"):
+    """Aggregate sample profiles to one profile per treatment.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Profiles of wells or cells.
+    by : array-like of shape (n_samples,) or DataFrame
+        Treatment of each sample, or a DataFrame of columns that together
+        name it (e.g. compound and concentration).
+    func : {"median", "mean"}, default="median"
+        How to aggregate each feature; the median is the BBBC021 standard.
+
+    Returns
+    -------
+    profiles : DataFrame of shape (n_treatments, n_features)
+        One row per treatment, sorted by treatment; the index holds the
+        treatment (a MultiIndex when ``by`` is a DataFrame); the columns are
+        the columns of ``X`` when it is a DataFrame, else ``x0, x1, ...``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ben.metrics import aggregate_profiles
+    >>> X = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 10.0], [7.0, 7.0]])
+    >>> aggregate_profiles(X, ["a", "a", "a", "b"])
+                x0   x1
+    treatment
+    a          3.0  2.0
+    b          7.0  7.0
+    """
+    frame = _feature_frame(X)
+    n = frame.shape[0]
+    if isinstance(by, pd.DataFrame):
+        keys = [_labels(by[c], f"by[{c!r}]", n) for c in by.columns]
+        names = list(by.columns)
+    else:
+        keys, names = [_labels(by, "by", n)], ["treatment"]
+    series = [pd.Series(k, name=name) for k, name in zip(keys, names)]
+    return frame.groupby(series, sort=True).agg(func)
+
+
+def _per_treatment(values, name, treatment):
+    """One label per treatment; raise if a treatment has several."""
+    table = pd.DataFrame({"treatment": treatment, "value": values})
+    counts = table.groupby("treatment")["value"].nunique()
+    mixed = counts[counts > 1]
+    if len(mixed):
+        raise ValueError(
+            f"{name} must be constant within each treatment, but {len(mixed)} "
+            f"treatment(s) have several values, e.g. {mixed.index[0]!r}; pass "
+            f"treatment labels that separate them."
+        )
+    return table.groupby("treatment")["value"].first().to_numpy()
+
+
+@validate_params(
+    {
+        "X": ["array-like"],
+        "moa": ["array-like"],
+        "compound": ["array-like"],
+        "batch": ["array-like", None],
+        "exclude": [StrOptions({"compound", "compound_batch"})],
+        "treatment": ["array-like", None],
+        "aggregate": [StrOptions({"median", "mean"})],
+    },
+    prefer_skip_nested_validation=True,
+)
+def moa_accuracy(
+    X,
+    moa,
+    compound,
+    batch=None,
+    *,
+    exclude="compound",
+    treatment=None,
+    aggregate="median",
+):
+    """Mechanism-of-action 1-nearest-neighbour accuracy (NSC or NSCB).
+
+    Each treatment profile is given the MoA of its nearest other profile by
+    cosine similarity, among candidates not of the same compound (NSC,
+    ``exclude="compound"``) or neither of the same compound nor of the same
+    batch (NSCB, ``exclude="compound_batch"``). A treatment counts only when
+    its MoA has at least one candidate under that rule; the accuracy is the
+    share of counted treatments whose neighbour has their MoA.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Profiles: one per treatment, or per well/cell with ``treatment``.
+        Leave the controls (DMSO) out: they are no MoA.
+    moa : array-like of shape (n_samples,)
+        Mechanism of action of each sample.
+    compound : array-like of shape (n_samples,)
+        Compound of each sample.
+    batch : array-like of shape (n_samples,), default=None
+        Batch of each sample; required for ``exclude="compound_batch"``.
+    exclude : {"compound", "compound_batch"}, default="compound"
+        Which neighbours are not candidates: NSC or NSCB.
+    treatment : array-like of shape (n_samples,), default=None
+        Treatment of each sample (e.g. ``compound + "@" + concentration``).
+        When given, ``X`` is first aggregated to one profile per treatment
+        with :func:`aggregate_profiles`; ``moa``, ``compound`` and ``batch``
+        must then be constant within each treatment.
+    aggregate : {"median", "mean"}, default="median"
+        Aggregation used with ``treatment``.
+
+    Returns
+    -------
+    result : MoAAccuracy
+        Named tuple ``(accuracy, n_treatments)``: the accuracy and the number
+        of treatments counted.
+
+    Notes
+    -----
+    Ties in similarity go to the first candidate in sorted treatment order (or
+    in row order without ``treatment``). A profile of zeros has cosine
+    similarity 0 with every other.
+
+    References
+    ----------
+    V. Ljosa, P. D. Caie et al., "Comparison of methods for image-based
+    profiling of cellular morphological responses to small-molecule
+    treatment", J Biomol Screen 18(10), 2013.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ben.metrics import moa_accuracy
+    >>> X = np.array([[1.0, 0.1], [0.9, 0.0], [0.0, 1.0], [0.1, 0.9]])
+    >>> moa = ["A", "A", "B", "B"]
+    >>> compound = ["a1", "a2", "b1", "b2"]
+    >>> moa_accuracy(X, moa, compound)
+    MoAAccuracy(accuracy=1.0, n_treatments=4)
+    >>> batch = ["w1", "w1", "w2", "w2"]
+    >>> moa_accuracy(X, moa, compound, batch, exclude="compound_batch")
+    Traceback (most recent call last):
+    ...
+    ValueError: No treatment has a candidate neighbour of its own MoA ...
+    """
+    X = check_array(X, dtype=np.float64)
+    n = X.shape[0]
+    if exclude == "compound_batch" and batch is None:
+        raise ValueError(
+            "exclude='compound_batch' (NSCB) needs the batch of each sample; "
+            "pass batch=, or use exclude='compound' (NSC)."
+        )
+    meta = {"moa": moa, "compound": compound}
+    if batch is not None:
+        meta["batch"] = batch
+    meta = {name: _labels(v, name, n) for name, v in meta.items()}
+    if treatment is not None:
+        treatment = _labels(treatment, "treatment", n)
+        X = aggregate_profiles(X, treatment, func=aggregate).to_numpy()
+        meta = {k: _per_treatment(v, k, treatment) for k, v in meta.items()}
+    candidate = meta["compound"][:, None] != meta["compound"][None, :]
+    if exclude == "compound_batch":
+        candidate &= meta["batch"][:, None] != meta["batch"][None, :]
+    same_moa = meta["moa"][:, None] == meta["moa"][None, :]
+    counted = (candidate & same_moa).any(axis=1)
+    if not counted.any():
+        raise ValueError(
+            f"No treatment has a candidate neighbour of its own MoA under "
+            f"exclude={exclude!r}, so the accuracy is undefined; every MoA "
+            "needs profiles of at least two compounds (in different batches "
+            "for 'compound_batch')."
+        )
+    unit = normalize(X)
+    similarity = np.where(candidate, unit @ unit.T, -np.inf)
+    neighbour = similarity.argmax(axis=1)
+    correct = meta["moa"][neighbour] == meta["moa"]
+    return MoAAccuracy(float(correct[counted].mean()), int(counted.sum()))
+
+
+@validate_params(
+    {"X": ["array-like"], "batch": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
+def batch_mixing_score(X, batch):
+    """Share of samples whose cosine nearest neighbour is from the same batch.
+
+    For each sample, the nearest other sample by cosine distance (the sample
+    itself excluded) is found; the score is the share of samples whose
+    neighbour shares their batch. Lower means better mixed batches; compare
+    it with ``chance``, the probability that a random other sample shares the
+    batch: ``sum_b n_b (n_b - 1) / (n (n - 1))`` for batch sizes ``n_b``.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Profiles or embeddings; at least 2 samples.
+    batch : array-like of shape (n_samples,)
+        Batch (or plate) of each sample.
+
+    Returns
+    -------
+    result : BatchMixing
+        Named tuple ``(score, chance)``.
+
+    Notes
+    -----
+    Distances are computed in chunks (scikit-learn's working memory), so
+    memory grows linearly with the number of samples. Ties go to the sample
+    of lowest index.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ben.metrics import batch_mixing_score
+    >>> X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> batch_mixing_score(X, ["p1", "p1", "p2", "p2"])
+    BatchMixing(score=1.0, chance=0.333...)
+    >>> batch_mixing_score(X, ["p1", "p2", "p1", "p2"])
+    BatchMixing(score=0.0, chance=0.333...)
+    """
+    X = check_array(X, dtype=np.float64, ensure_min_samples=2)
+    n = X.shape[0]
+    batch = _labels(batch, "batch", n)
+
+    def nearest_other(distances, start):
+        rows = np.arange(distances.shape[0])
+        distances[rows, start + rows] = np.inf
+        return distances.argmin(axis=1)
+
+    chunks = pairwise_distances_chunked(X, metric="cosine", reduce_func=nearest_other)
+    neighbour = np.concatenate(list(chunks))
+    _, sizes = np.unique(batch, return_counts=True)
+    chance = float((sizes * (sizes - 1)).sum() / (n * (n - 1)))
+    return BatchMixing(float(np.mean(batch[neighbour] == batch)), chance)
+
+
+# BEN scorers are re-exported here by the lead
