@@ -58,8 +58,8 @@ CONFIGS = {
 
 #: (row, sampling, norm, fit batches, inference) in table order.
 ROWS = [
-    ("vanilla", "random", "frozen", "plate", "whole plate"),
-    ("group inference only", "random", "group", "plate", "whole plate"),
+    ("vanilla", "random", "frozen", "random", "whole plate"),
+    ("group inference only", "random", "group", "random", "whole plate"),
     ("group training only", "group", "frozen", "plate", "whole plate"),
     ("BEN", "group", "group", "plate", "whole plate"),
     ("BEN with controls", "group", "controls", "plate", "whole plate"),
