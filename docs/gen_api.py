@@ -6,6 +6,7 @@ out of date, so the reference cannot drift from the code.
 
 import importlib
 import inspect
+import re
 from pathlib import Path
 
 #: (module, names); names=None documents the module's ``__all__``.
@@ -28,9 +29,10 @@ OUT = Path(__file__).with_name("api.md")
 
 def _signature(obj):
     try:
-        return str(inspect.signature(obj))
+        signature = str(inspect.signature(obj))
     except (TypeError, ValueError):
         return "(...)"
+    return re.sub(r" at 0x[0-9a-f]+>", ">", signature)  # stable across runs
 
 
 def _methods(cls):

@@ -6,6 +6,7 @@ each plate with its own batch-norm statistics at inference (Lin & Lu).
 
 from sklearn_ben._classifier import BENClassifier
 from sklearn_ben._embedder import BENEmbedder
+from sklearn_ben._tvn import TVN, PlateControlScaler
 from sklearn_ben.batchnorm import convert_batchnorm
 from sklearn_ben.exceptions import (
     BENError,
@@ -25,6 +26,8 @@ __all__ = [
     "GroupBatchSampler",
     "GroupError",
     "MissingMetadataWarning",
+    "PlateControlScaler",
+    "TVN",
     "convert_batchnorm",
     "__version__",
 ]

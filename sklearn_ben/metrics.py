@@ -19,13 +19,16 @@ from sklearn.metrics import pairwise_distances_chunked, top_k_accuracy_score
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_array
 
+from sklearn_ben._scorer import BENScorer, make_ben_scorer
 from sklearn_ben._sklearn_compat import StrOptions, validate_params
 
 __all__ = [
+    "BENScorer",
     "BatchMixing",
     "MoAAccuracy",
     "aggregate_profiles",
     "batch_mixing_score",
+    "make_ben_scorer",
     "moa_accuracy",
     "top_k_accuracy_score",
 ]
@@ -313,6 +316,3 @@ def batch_mixing_score(X, batch):
     _, sizes = np.unique(batch, return_counts=True)
     chance = float((sizes * (sizes - 1)).sum() / (n * (n - 1)))
     return BatchMixing(float(np.mean(batch[neighbour] == batch)), chance)
-
-
-# BEN scorers are re-exported here by the lead
