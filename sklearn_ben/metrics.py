@@ -4,7 +4,7 @@
   of treatment profiles by cosine similarity, with the neighbour not of the
   same compound (NSC) or neither of the same compound nor batch (NSCB), as in
   the BBBC021 studies (Ljosa et al. 2013; Ando et al. 2017).
-- :func:`aggregate_profiles`: well or cell profiles to one profile per
+- :func:`aggregate_treatments`: well or cell profiles to one profile per
   treatment (median).
 - :func:`batch_mixing_score`: share of samples whose nearest neighbour is from
   the same batch, beside its chance level (Lin & Lu).
@@ -26,7 +26,7 @@ __all__ = [
     "BENScorer",
     "BatchMixing",
     "MoAAccuracy",
-    "aggregate_profiles",
+    "aggregate_treatments",
     "batch_mixing_score",
     "make_ben_scorer",
     "moa_accuracy",
@@ -86,7 +86,7 @@ def _feature_frame(X):
     },
     prefer_skip_nested_validation=True,
 )
-def aggregate_profiles(X, by, *, func="median"):
+def aggregate_treatments(X, by, *, func="median"):
     """Aggregate sample profiles to one profile per treatment.
 
     Parameters
@@ -109,9 +109,9 @@ def aggregate_profiles(X, by, *, func="median"):
     Examples
     --------
     >>> import numpy as np
-    >>> from sklearn_ben.metrics import aggregate_profiles
+    >>> from sklearn_ben.metrics import aggregate_treatments
     >>> X = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 10.0], [7.0, 7.0]])
-    >>> aggregate_profiles(X, ["a", "a", "a", "b"])
+    >>> aggregate_treatments(X, ["a", "a", "a", "b"])
                 x0   x1
     treatment
     a          3.0  2.0
@@ -189,7 +189,7 @@ def moa_accuracy(
     treatment : array-like of shape (n_samples,), default=None
         Treatment of each sample (e.g. ``compound + "@" + concentration``).
         When given, ``X`` is first aggregated to one profile per treatment
-        with :func:`aggregate_profiles`; ``moa``, ``compound`` and ``batch``
+        with :func:`aggregate_treatments`; ``moa``, ``compound`` and ``batch``
         must then be constant within each treatment.
     aggregate : {"median", "mean"}, default="median"
         Aggregation used with ``treatment``.
@@ -240,7 +240,7 @@ def moa_accuracy(
     meta = {name: _labels(v, name, n) for name, v in meta.items()}
     if treatment is not None:
         treatment = _labels(treatment, "treatment", n)
-        X = aggregate_profiles(X, treatment, func=aggregate).to_numpy()
+        X = aggregate_treatments(X, treatment, func=aggregate).to_numpy()
         meta = {k: _per_treatment(v, k, treatment) for k, v in meta.items()}
     candidate = meta["compound"][:, None] != meta["compound"][None, :]
     if exclude == "compound_batch":

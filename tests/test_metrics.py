@@ -8,7 +8,7 @@ import sklearn.metrics
 from sklearn_ben import metrics
 from sklearn_ben.datasets import get_data_home, load_bbbc021_profiles
 from sklearn_ben.metrics import (
-    aggregate_profiles,
+    aggregate_treatments,
     batch_mixing_score,
     moa_accuracy,
     top_k_accuracy_score,
@@ -110,7 +110,7 @@ def test_moa_accuracy_rejects_moa_varying_within_treatment():
 )
 def test_aggregate_profiles_hand_computed(func, expected):
     X = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 10.0], [7.0, 7.0]])
-    out = aggregate_profiles(X, ["a", "a", "a", "b"], func=func)
+    out = aggregate_treatments(X, ["a", "a", "a", "b"], func=func)
     np.testing.assert_allclose(out.loc["a"], expected)
     np.testing.assert_allclose(out.loc["b"], [7.0, 7.0])
 
@@ -118,7 +118,7 @@ def test_aggregate_profiles_hand_computed(func, expected):
 def test_aggregate_profiles_keys_from_dataframe_and_feature_names():
     X = pd.DataFrame({"f": [1.0, 3.0, 8.0]})
     by = pd.DataFrame({"compound": ["c", "c", "c"], "dose": [1.0, 1.0, 3.0]})
-    out = aggregate_profiles(X, by)
+    out = aggregate_treatments(X, by)
     assert out.index.names == ["compound", "dose"]
     assert list(out.columns) == ["f"]
     np.testing.assert_allclose(out["f"], [2.0, 8.0])
@@ -126,7 +126,7 @@ def test_aggregate_profiles_keys_from_dataframe_and_feature_names():
 
 def test_aggregate_profiles_rejects_two_dimensional_by():
     with pytest.raises(ValueError, match="by must be one-dimensional"):
-        aggregate_profiles(np.ones((2, 2)), np.ones((2, 2)))
+        aggregate_treatments(np.ones((2, 2)), np.ones((2, 2)))
 
 
 @pytest.mark.parametrize(
