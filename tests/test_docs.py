@@ -25,7 +25,14 @@ def test_docs_api_reference_is_up_to_date():
 
 
 @pytest.mark.parametrize(
-    "page", ["README.md", "docs/user_guide.md", "docs/embeddings.md"]
+    "page",
+    [
+        "README.md",
+        "docs/user_guide.md",
+        "docs/embeddings.md",
+        "docs/profiling.md",
+        "benchmarks/README.md",
+    ],
 )
 def test_docs_links_point_to_existing_files(page):
     text = (ROOT / page).read_text()
