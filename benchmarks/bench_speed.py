@@ -121,6 +121,8 @@ class _PeakRSS(threading.Thread):
 def _predict_child(args, queue):
     clf, X, groups, norm, chunk, device = args
     clf.set_params(norm=norm, predict_batch_size=chunk)
+    with torch.no_grad():  # warm-up: the first forward of a process is slow
+        clf.net_.module_.eval()(torch.from_numpy(X[:4]).to(device))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     base = _rss_mib()

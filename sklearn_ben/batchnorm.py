@@ -116,13 +116,15 @@ class _GroupBatchNormMixin:
 def _accumulate(layer: _GroupBatchNormMixin, rows: Tensor) -> None:
     """Merge the per-channel mean and M2 of ``rows`` into ``layer.ben_acc``.
 
-    Chan et al.'s pairwise update, in float64, so that the statistics of a
-    group seen in chunks equal those of the group seen at once.
+    Each chunk's statistics come from one fused reduction in the input's
+    dtype (no float64 copy of the activations); chunks are merged with Chan
+    et al.'s pairwise update in float64, so that the statistics of a group
+    seen in chunks equal those of the group seen at once.
     """
-    r = rows.detach().double().transpose(0, 1).reshape(rows.shape[1], -1)  # (C, n)
-    n_b = r.shape[1]
-    mean_b = r.mean(dim=1)  # (C,)
-    m2_b = ((r - mean_b[:, None]) ** 2).sum(dim=1)  # (C,)
+    dims = layer._reduce_dims(rows)
+    var_b, mean_b = torch.var_mean(rows.detach(), dim=dims, unbiased=False)  # (C,)
+    n_b = rows.numel() // rows.shape[1]
+    mean_b, m2_b = mean_b.double(), var_b.double() * n_b
     if layer.ben_acc is None:
         layer.ben_acc = [n_b, mean_b, m2_b]
         return
