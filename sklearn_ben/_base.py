@@ -62,6 +62,32 @@ def _seeded(seed: int):
         yield
 
 
+class _AutocastNet(NeuralNet):
+    """skorch's NeuralNet, with the forward pass under ``torch.autocast``.
+
+    ``autocast_dtype`` (set after construction) is None for float32 training.
+    The loss is computed in float32.
+    """
+
+    autocast_dtype = None
+
+    def infer(self, x, **fit_params):
+        with _autocast(self.device, self.autocast_dtype):
+            return super().infer(x, **fit_params)
+
+    def get_loss(self, y_pred, y_true, *args, **kwargs):
+        return super().get_loss(y_pred.float(), y_true, *args, **kwargs)
+
+
+def _autocast(device, dtype):
+    """``torch.autocast`` for ``dtype``, or a no-op context for float32."""
+    device_type = torch.device(device).type
+    return torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
+
+
+_PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+
+
 class _WarmupCosine:
     """Linear warm-up for ``warmup`` steps, then cosine annealing to 0.
 
@@ -118,6 +144,7 @@ class BENBase(TransformerMixin, BaseEstimator):
         "n_iter_no_change": [None, Interval(Integral, 1, None, closed="left")],
         "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device],
         "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "precision": [StrOptions(set(_PRECISIONS))],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -384,7 +411,7 @@ class BENBase(TransformerMixin, BaseEstimator):
         )
         if self.verbose >= 2:
             callbacks.append(("progress_bar", ProgressBar()))
-        net = NeuralNet(
+        net = _AutocastNet(
             module=module,
             criterion=criterion,
             **{f"criterion__{k}": v for k, v in (criterion_params or {}).items()},
@@ -403,6 +430,7 @@ class BENBase(TransformerMixin, BaseEstimator):
             device=self._resolve_device(),
             verbose=int(self.verbose > 0),
         )
+        net.autocast_dtype = _PRECISIONS[self.precision]
         net.fit(dataset, None)
         # The sampler holds the training groups; it is not needed any more.
         net.iterator_train__sampler = None
@@ -417,8 +445,9 @@ class BENBase(TransformerMixin, BaseEstimator):
         was_training = module.training
         module.eval()
         outputs = None
+        precision = _PRECISIONS[getattr(self, "precision", "float32")]
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _autocast(device, precision):
                 if norm == "frozen":
                     size = self.predict_batch_size or max(self.batch_size, 256)
                     chunks = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
@@ -435,8 +464,8 @@ class BENBase(TransformerMixin, BaseEstimator):
                     ]
                 for idx, out in parts:
                     if outputs is None:
-                        outputs = torch.empty((n, *out.shape[1:]), dtype=out.dtype)
-                    outputs[torch.from_numpy(idx)] = out.cpu()
+                        outputs = torch.empty((n, *out.shape[1:]))
+                    outputs[torch.from_numpy(idx)] = out.float().cpu()
         finally:
             module.train(was_training)
         return outputs

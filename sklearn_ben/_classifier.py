@@ -76,6 +76,10 @@ class BENClassifier(ClassifierMixin, BENBase):
         Where to train; "auto" uses CUDA when available.
     num_workers : int, default=0
         DataLoader workers for training batches (useful for lazy datasets).
+    precision : {"float32", "bfloat16"}, default="float32"
+        "bfloat16" runs forward passes (training and inference) under
+        ``torch.autocast`` in bfloat16 (mixed precision: faster on recent GPUs);
+        batch-norm statistics and the loss stay in float32.
     random_state : int, RandomState instance or None, default=None
         Seeds weights, sampling and validation split. On CPU, the same seed
         gives the same predictions.
@@ -150,6 +154,7 @@ class BENClassifier(ClassifierMixin, BENBase):
         n_iter_no_change=None,
         device="auto",
         num_workers=0,
+        precision="float32",
         random_state=None,
         verbose=0,
     ):
@@ -167,6 +172,7 @@ class BENClassifier(ClassifierMixin, BENBase):
         self.n_iter_no_change = n_iter_no_change
         self.device = device
         self.num_workers = num_workers
+        self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
 

@@ -134,6 +134,10 @@ class BENEmbedder(BENBase):
         "auto" uses CUDA when available.
     num_workers : int, default=0
         DataLoader workers building training views.
+    precision : {"float32", "bfloat16"}, default="float32"
+        "bfloat16" runs forward passes (training and inference) under
+        ``torch.autocast`` in bfloat16 (mixed precision: faster on recent GPUs);
+        batch-norm statistics and the loss stay in float32.
     random_state : int, RandomState instance or None, default=None
         Seeds weights, sampling and augmentations.
     verbose : int, default=0
@@ -215,6 +219,7 @@ class BENEmbedder(BENBase):
         predict_batch_size=None,
         device="auto",
         num_workers=0,
+        precision="float32",
         random_state=None,
         verbose=0,
     ):
@@ -235,6 +240,7 @@ class BENEmbedder(BENBase):
         self.predict_batch_size = predict_batch_size
         self.device = device
         self.num_workers = num_workers
+        self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
 

@@ -37,6 +37,11 @@ __all__ = [
 _MODES = ("default", "batch", "controls", "pending")
 
 
+def _wide(x: Tensor) -> Tensor:
+    """Half-precision activations as float32, so statistics are summed in fp32."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class _StopForward(Exception):
     """Raised by a layer that has gathered its statistics; ends the pass early."""
 
@@ -56,12 +61,13 @@ class _GroupBatchNormMixin:
         return [1, -1] + [1] * (x.dim() - 2)
 
     def _normalize(self, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
-        # x: (N, C, *); mean, var: (C,) biased statistics, may carry gradients
+        # x: (N, C, *); mean, var: (C,) biased statistics, may carry gradients.
+        # Computed in float32 (or wider) whatever x's dtype, as torch's own BN.
         shape = self._shape(x)
-        out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        out = (_wide(x) - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
+        return out.to(x.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         mode = self.ben_mode
@@ -89,7 +95,7 @@ class _GroupBatchNormMixin:
         return x[mask]
 
     def _forward_controls(self, x: Tensor) -> Tensor:
-        xc = self._control_rows(x)  # (n_controls, C, *)
+        xc = _wide(self._control_rows(x))  # (n_controls, C, *)
         dims = self._reduce_dims(xc)
         mean = xc.mean(dim=dims)  # (C,)
         var = xc.var(dim=dims, unbiased=False)  # (C,)
@@ -122,7 +128,8 @@ def _accumulate(layer: _GroupBatchNormMixin, rows: Tensor) -> None:
     seen in chunks equal those of the group seen at once.
     """
     dims = layer._reduce_dims(rows)
-    var_b, mean_b = torch.var_mean(rows.detach(), dim=dims, unbiased=False)  # (C,)
+    rows = _wide(rows.detach())
+    var_b, mean_b = torch.var_mean(rows, dim=dims, unbiased=False)  # (C,)
     n_b = rows.numel() // rows.shape[1]
     mean_b, m2_b = mean_b.double(), var_b.double() * n_b
     if layer.ben_acc is None:

@@ -182,3 +182,14 @@ def test_group_forward_without_any_control_rows_raises():
     mask = torch.zeros(6, dtype=torch.bool)
     with pytest.raises(RuntimeError, match="saw no rows"):
         group_forward(net, _chunks(x, mask, 3), use_controls=True)
+
+
+def test_bn_mode_controls_sums_bfloat16_activations_in_float32():
+    layer = convert_batchnorm(nn.BatchNorm1d(3)).eval()
+    x = (torch.randn(64, 3) * 3 + 100).to(torch.bfloat16)
+    mask = torch.arange(64) % 2 == 0
+    with bn_mode(layer, "controls", mask=mask):
+        out = layer(x)
+        expected = layer(x.float())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.02)

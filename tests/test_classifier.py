@@ -499,3 +499,27 @@ def test_ben_classifier_refused_refit_keeps_working(plates, split):
     np.testing.assert_array_equal(
         clf.predict_proba(plates.X, groups=plates.groups), before
     )
+
+
+@pytest.mark.parametrize("norm", ["group", "controls"])
+def test_ben_classifier_bfloat16_precision(plates, split, norm):
+    train, test = split
+    kwargs = {"groups": plates.groups[test], "controls": plates.controls[test]}
+    clf = tiny_classifier(norm=norm, precision="bfloat16").fit(
+        plates.X[train],
+        plates.y[train],
+        groups=plates.groups[train],
+        controls=plates.controls[train],
+    )
+    assert np.isfinite(clf.net_.history[:, "train_loss"]).all()
+    proba = clf.predict_proba(plates.X[test], **kwargs)
+    assert proba.dtype == np.float32 and np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-5)
+    exact = clone_fitted(clf, precision="float32").predict_proba(
+        plates.X[test], **kwargs
+    )
+    assert np.abs(proba - exact).max() < 0.05  # bfloat16 rounding only
+    chunked = clone_fitted(clf, predict_batch_size=5).predict_proba(
+        plates.X[test], **kwargs
+    )
+    assert np.abs(chunked - proba).max() < 0.05
