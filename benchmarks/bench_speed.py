@@ -11,7 +11,7 @@ Measures, on the same network, batch size, data and group sampler:
 Usage::
 
     python benchmarks/bench_speed.py --quick          # minutes on 2 CPU cores
-    python benchmarks/bench_speed.py --device cuda --amp
+    python benchmarks/bench_speed.py --device cuda --precision bfloat16
 
 Timings on shared machines are noisy: read the ratios, not the seconds.
 """
@@ -51,7 +51,16 @@ def backbone_spec(name):
     return SmallCNN(width=16, n_blocks=3) if name == "cnn" else ResNet(depth=18)
 
 
-def plain_loop(X, y, groups, spec, epochs, batch_size, device, seed=0):
+def _autocast(device, precision):
+    dtype = torch.bfloat16 if precision == "bfloat16" else None
+    return torch.autocast(
+        torch.device(device).type, dtype=dtype, enabled=dtype is not None
+    )
+
+
+def plain_loop(
+    X, y, groups, spec, epochs, batch_size, device, seed=0, precision="float32"
+):
     """The reference: a hand-written PyTorch loop, same network and sampler."""
     torch.manual_seed(seed)
     backbone = spec.build(X.shape[1])
@@ -66,7 +75,9 @@ def plain_loop(X, y, groups, spec, epochs, batch_size, device, seed=0):
     for _ in range(epochs):
         for inputs, target in loader:
             opt.zero_grad()
-            loss = loss_fn(model(inputs["X"].to(device)), target.to(device))
+            with _autocast(device, precision):
+                logits = model(inputs["X"].to(device))
+            loss = loss_fn(logits.float(), target.to(device))
             loss.backward()
             opt.step()
     if device == "cuda":
@@ -74,9 +85,12 @@ def plain_loop(X, y, groups, spec, epochs, batch_size, device, seed=0):
     return time.perf_counter() - start
 
 
-def ben_fit(X, y, groups, spec, epochs, batch_size, device, seed=0):
+def ben_fit(
+    X, y, groups, spec, epochs, batch_size, device, seed=0, precision="float32"
+):
     clf = BENClassifier(
         module=spec,
+        precision=precision,
         max_epochs=epochs,
         batch_size=batch_size,
         device=device,
@@ -131,7 +145,7 @@ def _predict_child(args, queue):
     start = time.perf_counter()
     if norm == "plain-eval":
         model = clf.net_.module_.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(device, clf.precision):
             size = chunk or len(X)
             for i in range(0, len(X), size):
                 model(torch.from_numpy(X[i : i + size]).to(device))
@@ -164,9 +178,16 @@ def main(argv=None):
     parser.add_argument(
         "--quick", action="store_true", help="small sizes, minutes on CPU"
     )
+    parser.add_argument("--smoke", action="store_true", help="seconds; for the tests")
     parser.add_argument("--module", default="cnn", choices=["cnn", "resnet18"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="bfloat16: mixed precision in both loops (for a GPU)",
+    )
     parser.add_argument("--out", default=str(RESULTS / "speed.md"))
     args = parser.parse_args(argv)
     device = (
@@ -174,9 +195,13 @@ def main(argv=None):
     )
     if device == "auto":
         device = "cpu"
-    n_plates, per_plate, size, epochs = (
-        (4, 600, 32, 2) if args.quick else (6, 1000, 64, 3)
-    )
+    sizes = {
+        "smoke": (2, 60, 16, 1),
+        "quick": (4, 600, 32, 2),
+        "full": (6, 1000, 64, 3),
+    }
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    n_plates, per_plate, size, epochs = sizes[mode]
     batch_size = 75
     X, y, groups = make_data(n_plates, per_plate, size)
     spec = backbone_spec(args.module)
@@ -187,8 +212,14 @@ def main(argv=None):
 
     plain, ben = [], []
     for r in range(args.repeats):  # interleaved, so drift hits both alike
-        plain.append(plain_loop(X, y, groups, spec, epochs, batch_size, device, seed=r))
-        seconds, clf = ben_fit(X, y, groups, spec, epochs, batch_size, device, seed=r)
+        plain.append(
+            plain_loop(
+                X, y, groups, spec, epochs, batch_size, device, r, args.precision
+            )
+        )
+        seconds, clf = ben_fit(
+            X, y, groups, spec, epochs, batch_size, device, r, args.precision
+        )
         ben.append(seconds)
         print(
             f"  repeat {r}: plain {n_images / plain[-1]:.0f} img/s, "
@@ -201,14 +232,17 @@ def main(argv=None):
     plate = groups == groups[0]
     Xp, gp = X[plate], groups[plate]
     rows = []
-    for norm, chunk in [
+    chunks = [
         ("plain-eval", None),
         ("frozen", None),
         ("group", None),
         ("group", 200),
         ("group", 50),
         ("plain-eval", 50),
-    ]:
+    ]
+    if args.smoke:
+        chunks = [("plain-eval", None), ("group", None), ("group", 20)]
+    for norm, chunk in chunks:
         times, peaks = zip(
             *[
                 measure_predict(clf, Xp, gp, norm, chunk, device)
@@ -229,7 +263,8 @@ def main(argv=None):
         f"Date: {date.today()}; machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
         f"{torch.get_num_threads()} torch threads, device {device}"
         + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else "")
-        + f"; torch {torch.__version__}; median of {args.repeats} interleaved repeats.",
+        + f"; torch {torch.__version__}; precision {args.precision}; median of "
+        f"{args.repeats} interleaved repeats.",
         "",
         f"## Training throughput ({args.module}, {len(X)} images of {X.shape[1:]}, "
         f"batch {batch_size}, plate batches, {epochs} epochs)",

@@ -1,6 +1,7 @@
 """The accuracy benchmarks run end to end on tiny configurations."""
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -97,3 +98,17 @@ def test_common_batch_mixing_score_matches_separated_batches():
 )
 def test_common_mean_std_formats(values, expected):
     assert _load("_common").mean_std(values) == expected
+
+
+def test_bench_speed_smoke_writes_ratios(tmp_path):
+    out = tmp_path / "speed.md"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_speed.py"
+    subprocess.run(
+        [sys.executable, str(script), "--smoke", "--repeats", "1", "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    text = out.read_text()
+    assert "| `BENClassifier.fit` (skorch) |" in text
+    assert "| BENClassifier norm='group' | 20 |" in text
