@@ -70,6 +70,12 @@ def parse_args(argv=None):
     parser.add_argument("--num-workers", type=int, default=min(8, os.cpu_count()))
     parser.add_argument("--device", default="auto")
     parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="bfloat16: mixed-precision forward passes (recommended on H100/A100)",
+    )
+    parser.add_argument(
         "--predict-batch-size",
         type=int,
         default=None,
@@ -208,6 +214,7 @@ def run_protocol(args, argv):
         warmup_epochs=args.warmup,
         predict_batch_size=args.predict_batch_size,
         device=args.device,
+        precision=args.precision,
         num_workers=args.num_workers,
         random_state=args.seed,
         verbose=args.verbose,
