@@ -38,14 +38,17 @@ def _feature_noise(x: Tensor, generator: torch.Generator) -> Tensor:
 class _ViewDataset(BatchDataset):
     """Builds K views of each unit of a batch, with ids for the loss.
 
-    A unit is a sample (``simclr``) or a bag (``minclr``, whose views are K
-    samples of the bag, drawn without replacement when the bag is big enough).
+    A unit is a sample or a bag. With ``distinct`` (MinCLR) the views of a bag
+    are K of its samples, drawn without replacement when the bag is big
+    enough; otherwise (SimCLR) they are K copies of one sample drawn from the
+    unit, which the augmentation then makes different.
     """
 
-    def __init__(self, X, controls, *, members, n_views, augment, seed):
+    def __init__(self, X, controls, *, members, n_views, augment, seed, distinct):
         super().__init__(X, None, controls)
         self.members = members  # unit -> array of sample indices
         self.n_views = n_views
+        self.distinct = distinct
         self.augment = augment
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
@@ -57,8 +60,8 @@ class _ViewDataset(BatchDataset):
         rows, ids = [], []
         for uid, unit in enumerate(units):
             pool = self.members[int(unit)]
-            if len(pool) == 1:
-                pick = np.repeat(pool, self.n_views)
+            if len(pool) == 1 or not self.distinct:
+                pick = np.repeat(self.rng.choice(pool, 1), self.n_views)
             else:
                 replace = len(pool) < self.n_views
                 pick = self.rng.choice(pool, self.n_views, replace=replace)
@@ -261,7 +264,9 @@ class BENEmbedder(BENBase):
             Control mask; needed with ``norm="controls"``.
         bags : array-like of shape (n_samples,), default=None
             Source image (or well) of each sample; needed by
-            ``method="minclr"``. Every bag must lie on one plate.
+            ``method="minclr"``. With ``"simclr"``, an epoch then draws one
+            crop per image, as in the paper (without bags, every sample is
+            used once per epoch). Every bag must lie on one plate.
 
         Returns
         -------
@@ -311,13 +316,13 @@ class BENEmbedder(BENBase):
                     f"1 class: {_plain(encoder.classes_[0])!r}."
                 )
             y_enc = encoder.transform(y).astype(np.int64)
-        if self.method == "minclr":
-            if bags is None:
-                raise ValueError(
-                    "method='minclr' makes views from different samples of the same "
-                    "bag, but fit got bags=None; pass bags=<source image of each "
-                    "crop> or use method='simclr'."
-                )
+        if self.method == "minclr" and bags is None:
+            raise ValueError(
+                "method='minclr' makes views from different samples of the same "
+                "bag, but fit got bags=None; pass bags=<source image of each "
+                "crop> or use method='simclr'."
+            )
+        if bags is not None:
             bags = np.asarray(bags)
             if bags.ndim != 1 or len(bags) != n:
                 raise ValueError(
@@ -329,26 +334,27 @@ class BENEmbedder(BENBase):
             if len(mixed):
                 raise GroupError(
                     f"{len(mixed)} bag(s) hold samples of several plates, e.g. bag "
-                    f"{mixed.index[0]!r}; a bag is one image (or well), so it lies "
-                    "on one plate. Check that bags and groups are aligned."
+                    f"{_plain(mixed.index[0])!r}; a bag is one image (or well), so "
+                    "it lies on one plate. Check that bags and groups are aligned."
                 )
-        elif bags is not None and len(np.asarray(bags)) != n:
-            raise ValueError(
-                f"bags has {len(np.asarray(bags))} entries but X has {n} samples."
-            )
+        if self.method == "supervised":
+            bags = None  # the supervised baseline trains on every sample
         return X, y, groups, controls, bags, y_enc
 
     def _train_contrastive(self, module, X, groups, controls, bags, seed):
         from sklearn_ben.losses import MultiViewNTXentLoss
 
-        if self.method == "minclr":
+        # Units: bags (one crop per image per batch, as in the paper) when
+        # given, else samples.
+        if bags is not None:
             _, first, inverse = np.unique(bags, return_index=True, return_inverse=True)
             members = [np.flatnonzero(inverse == k) for k in range(len(first))]
-            augment = self.augment
         else:
             first = np.arange(len(groups))
             members = [np.array([i]) for i in first]
-            augment = self.augment if self.augment is not None else _default_augment()
+        augment = self.augment
+        if self.method == "simclr" and augment is None:
+            augment = _default_augment()
         # The sampler draws units (samples or bags); a unit's plate and
         # control flag are those of its first sample.
         unit_groups = groups[first]
@@ -360,6 +366,7 @@ class BENEmbedder(BENBase):
             n_views=self.n_views,
             augment=augment,
             seed=seed,
+            distinct=self.method == "minclr",
         )
         return self._train(
             module,

@@ -138,6 +138,21 @@ def test_ben_embedder_custom_augment_is_called(cells):
     assert sum(shape[0] for shape in calls) == len(cells.X) * 2
 
 
+def test_ben_embedder_simclr_with_bags_draws_one_crop_per_image(cells):
+    calls = []
+
+    def augment(x, generator=None):
+        calls.append(x.clone())
+        return x
+
+    tiny_embedder(augment=augment).fit(cells.X, groups=cells.groups, bags=cells.bags)
+    n_bags = len(np.unique(cells.bags))
+    views = torch.cat(calls)
+    assert len(views) == n_bags * 2  # one crop per image per epoch, 2 views each
+    # the two views of a unit are the same crop (before augmentation)
+    torch.testing.assert_close(views[0::2], views[1::2])
+
+
 def test_ben_embedder_feature_tables():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 8))
