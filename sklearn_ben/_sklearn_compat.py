@@ -12,10 +12,7 @@ from sklearn.utils._param_validation import (
     StrOptions,
     validate_params,
 )
-from sklearn.utils.metadata_routing import (
-    MetadataRequest,
-    _routing_enabled,
-)
+from sklearn.utils.metadata_routing import MetadataRequest
 
 __all__ = [
     "HasMethods",
@@ -24,6 +21,5 @@ __all__ = [
     "Options",
     "StrOptions",
     "_fit_context",
-    "_routing_enabled",
     "validate_params",
 ]
