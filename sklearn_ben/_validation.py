@@ -5,10 +5,12 @@ the problem, the values seen and the fix.
 """
 
 import numpy as np
+import pandas as pd
 
 from sklearn_ben.exceptions import ControlsError, GroupError
 
 __all__ = [
+    "check_labels",
     "check_groups",
     "check_controls",
     "check_group_sizes",
@@ -31,19 +33,44 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def _as_1d(values, name, n_samples):
+def check_labels(values, name, n_samples, *, error=ValueError, what="label"):
+    """A 1-D array with one entry per sample and none missing (NaN or None).
+
+    Parameters
+    ----------
+    values : array-like
+        The per-sample metadata.
+    name : str
+        Its name in messages (``"groups"``, ``"moa"``, ...).
+    n_samples : int
+        Number of rows of ``X``.
+    error : type, default=ValueError
+        Exception raised for a wrong length.
+    what : str, default="label"
+        What one entry is, in messages.
+
+    Returns
+    -------
+    array : ndarray of shape (n_samples,)
+    """
     array = np.asarray(values)
     if array.ndim != 1:
         raise ValueError(
-            f"{name} must be one-dimensional (one entry per sample), but got an "
+            f"{name} must be one-dimensional (one {what} per sample), but got an "
             f"array of shape {array.shape}."
         )
     if array.shape[0] != n_samples:
-        error = GroupError if name == "groups" else ControlsError
         raise error(
             f"{name} has {array.shape[0]} entries but X has {n_samples} samples; "
-            f"pass one {name[:-1]} entry per row of X."
+            f"pass one {what} per row of X."
         )
+    if array.dtype.kind in "fO":
+        missing = pd.isna(array)
+        if missing.any():
+            raise error(
+                f"{name} has {int(missing.sum())} missing entries (NaN or None); "
+                f"every sample needs a {what}."
+            )
     return array
 
 
@@ -63,17 +90,7 @@ def check_groups(groups, n_samples):
     """
     if groups is None:
         return None
-    groups = _as_1d(groups, "groups", n_samples)
-    if groups.dtype.kind == "f" and np.isnan(groups).any():
-        raise GroupError(
-            f"groups contains {int(np.isnan(groups).sum())} NaN entries; every "
-            "sample needs a plate label."
-        )
-    if groups.dtype.kind == "O" and any(g is None for g in groups):
-        raise GroupError(
-            "groups contains None entries; every sample needs a plate label."
-        )
-    return groups
+    return check_labels(groups, "groups", n_samples, error=GroupError, what="plate")
 
 
 def check_controls(controls, n_samples):
@@ -92,7 +109,9 @@ def check_controls(controls, n_samples):
     """
     if controls is None:
         return None
-    controls = _as_1d(controls, "controls", n_samples)
+    controls = check_labels(
+        controls, "controls", n_samples, error=ControlsError, what="control flag"
+    )
     if controls.dtype != np.bool_:
         raise ControlsError(
             f"controls must be a boolean mask, but got dtype {controls.dtype}; "

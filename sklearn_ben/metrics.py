@@ -21,6 +21,7 @@ from sklearn.utils import check_array
 
 from sklearn_ben._scorer import BENScorer, make_ben_scorer
 from sklearn_ben._sklearn_compat import StrOptions, validate_params
+from sklearn_ben._validation import check_labels
 
 __all__ = [
     "BENScorer",
@@ -50,24 +51,7 @@ class BatchMixing(NamedTuple):
 
 def _labels(values, name, n_samples):
     """A 1-D array of labels with one entry per sample and none missing."""
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise ValueError(
-            f"{name} must be one-dimensional (one label per sample), but got an "
-            f"array of shape {array.shape}."
-        )
-    if array.shape[0] != n_samples:
-        raise ValueError(
-            f"{name} has {array.shape[0]} entries but X has {n_samples} samples; "
-            "pass one label per row of X."
-        )
-    missing = pd.isna(array)
-    if missing.any():
-        raise ValueError(
-            f"{name} has {int(missing.sum())} missing entries; every sample "
-            "needs a label."
-        )
-    return array
+    return check_labels(values, name, n_samples)
 
 
 def _feature_frame(X):
