@@ -8,43 +8,9 @@ import pytest
 from sklearn import config_context
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_ben._tvn import MAD_TO_STD, TVN, PlateControlScaler
 from sklearn_ben.exceptions import ControlsError, GroupError, MissingMetadataWarning
-
-# check name -> reason; PlateControlScaler only, TVN passes every check.
-EXPECTED_FAILURES = {
-    "check_methods_subset_invariance": (
-        "by design: each plate is standardised with the statistics of the rows "
-        "passed to transform, and the check transforms one sample at a time "
-        "without groups, a one-sample plate that cannot be standardised."
-    ),
-}
-
-
-def _expected_failed_checks(estimator):
-    return EXPECTED_FAILURES if isinstance(estimator, PlateControlScaler) else {}
-
-
-@parametrize_with_checks(
-    [
-        TVN(),
-        TVN(n_components=0.9),
-        PlateControlScaler(),
-        PlateControlScaler(robust=True),
-    ],
-    expected_failed_checks=_expected_failed_checks,
-)
-def test_estimators_pass_sklearn_checks(estimator, check):
-    with warnings.catch_warnings():
-        # The checks transform without groups; PlateControlScaler warns then.
-        warnings.simplefilter("ignore", MissingMetadataWarning)
-        check(estimator)
-
-
-def test_expected_failures_have_reasons():
-    assert all(len(reason) > 40 for reason in EXPECTED_FAILURES.values())
 
 
 @pytest.fixture(scope="module")
