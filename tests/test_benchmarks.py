@@ -1,6 +1,5 @@
 """The accuracy benchmarks run end to end on tiny configurations."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -9,19 +8,11 @@ import numpy as np
 import pytest
 
 from sklearn_ben.datasets import get_data_home
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests._scripts import load_script
 
 
 def _load(name):
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+    return load_script(f"benchmarks/{name}.py")
 
 
 def _has_crops():

@@ -13,8 +13,7 @@ from torch import nn
 from sklearn_ben import BENClassifier, ControlsError, GroupError, MissingMetadataWarning
 from sklearn_ben.backbones import MLP, ResNet, SmallCNN
 from sklearn_ben.batchnorm import group_layers
-
-from .conftest import tiny_classifier
+from tests.conftest import tiny_classifier
 
 
 def _plate(plates, split):

@@ -1,21 +1,14 @@
 """The docs stay in step with the code."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests._scripts import ROOT, load_script
 
 
 def _gen_api():
-    spec = importlib.util.spec_from_file_location(
-        "gen_api", ROOT / "docs" / "gen_api.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("docs/gen_api.py")
 
 
 def test_docs_api_reference_is_up_to_date():

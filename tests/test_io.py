@@ -1,6 +1,5 @@
 """ImageFiles, read_rxrx1_metadata and the RxRx1-WILDS runner on a tiny folder."""
 
-import importlib.util
 import pickle
 import re
 from pathlib import Path
@@ -14,9 +13,9 @@ from torch.utils.data import DataLoader
 
 from sklearn_ben._data import BatchDataset
 from sklearn_ben.io import ImageFiles, read_rxrx1_metadata
+from tests._scripts import load_script
 from tests.conftest import tiny_classifier
 
-ROOT = Path(__file__).resolve().parents[1]
 CELLS = ("HEPG2", "HUVEC")
 WELLS = [f"B{c:02d}" for c in range(2, 10)]  # 8 wells per plate
 # sirna_id per well: 4 treatments, 2 positive controls, 2 negative controls
@@ -24,12 +23,7 @@ SIRNAS = [1, 2, 3, 4, 1108, 1109, 1138, 1138]
 
 
 def load_runner():
-    spec = importlib.util.spec_from_file_location(
-        "rxrx1_wilds", ROOT / "benchmarks" / "rxrx1_wilds.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/rxrx1_wilds.py")
 
 
 def make_rxrx1(root, size=32):
