@@ -9,14 +9,14 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_array, check_random_state
-from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, LRScheduler, ProgressBar
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
-from sklearn_ben._data import BatchDataset, is_dataset
+from sklearn_ben._data import BatchDataset, _item_image, is_dataset
 from sklearn_ben._sklearn_compat import HasMethods, Interval, StrOptions
 from sklearn_ben._validation import (
     check_controls,
@@ -209,7 +209,7 @@ class BENBase(TransformerMixin, BaseEstimator):
                 "validation_fraction (e.g. 0.2) or n_iter_no_change=None."
             )
         X, y = self._check_X(X, y, fitting=True)
-        n = _num_samples(X)
+        n = len(X)
         groups, controls = check_groups(groups, n), check_controls(controls, n)
         if groups is None and (self.sampling == "group" or self.norm != "frozen"):
             warnings.warn(
@@ -271,8 +271,6 @@ class BENBase(TransformerMixin, BaseEstimator):
 
     def _input_shape(self, X):
         if is_dataset(X):
-            from sklearn_ben._data import _item_image
-
             return tuple(_item_image(X[0]).shape)
         return tuple(X.shape[1:])
 
@@ -297,7 +295,7 @@ class BENBase(TransformerMixin, BaseEstimator):
             )
         if not is_dataset(X):
             validate_data(self, X, reset=False, skip_check_array=True)
-        n = _num_samples(X) if not is_dataset(X) else len(X)
+        n = len(X)
         groups, controls = check_groups(groups, n), check_controls(controls, n)
         norm = self.norm
         if norm != "frozen" and groups is None:
@@ -411,6 +409,7 @@ class BENBase(TransformerMixin, BaseEstimator):
         )
         if self.verbose >= 2:
             callbacks.append(("progress_bar", ProgressBar()))
+        device = self._resolve_device()
         net = _AutocastNet(
             module=module,
             criterion=criterion,
@@ -424,10 +423,10 @@ class BENBase(TransformerMixin, BaseEstimator):
             iterator_train__sampler=sampler,
             iterator_train__batch_size=None,
             iterator_train__num_workers=self.num_workers,
-            iterator_train__pin_memory=self._resolve_device() == "cuda",
+            iterator_train__pin_memory=device == "cuda",
             train_split=None,
             callbacks=callbacks,
-            device=self._resolve_device(),
+            device=device,
             verbose=int(self.verbose > 0),
         )
         net.autocast_dtype = _PRECISIONS[self.precision]
