@@ -103,3 +103,92 @@ def test_bench_speed_smoke_writes_ratios(tmp_path):
     text = out.read_text()
     assert "| `BENClassifier.fit` (skorch) |" in text
     assert "| BENClassifier norm='group' | 20 |" in text
+
+
+# ------------------------------------------------------------ paired statistics
+
+
+def _stats():
+    return _load("_stats")
+
+
+def test_stats_t_interval_matches_hand_computation():
+    # mean 2, sd 1, n 3: half-width t(0.975, 2) / sqrt(3) = 4.302653 / 1.732051
+    interval = _stats().t_interval([1.0, 2.0, 3.0])
+    assert interval.mean == pytest.approx(2.0)
+    assert interval.high - 2.0 == pytest.approx(2.484138, abs=1e-6)
+    assert interval.low == pytest.approx(2.0 - 2.484138, abs=1e-6)
+    assert interval.n == 3
+
+
+def test_stats_paired_difference_is_the_interval_of_differences():
+    # differences 0.1, 0.2, 0.1: mean 0.13333, sd 0.057735, se 0.033333,
+    # half-width 4.302653 * 0.033333 = 0.143422
+    s = _stats()
+    interval = s.paired_difference([0.8, 0.9, 0.7], [0.7, 0.7, 0.6])
+    assert interval.mean == pytest.approx(0.133333, abs=1e-6)
+    assert interval.low == pytest.approx(-0.010088, abs=1e-6)
+    assert interval.high == pytest.approx(0.276755, abs=1e-6)
+    assert s.verdict(interval) == "tie"
+    assert s.format_difference(interval) == "+0.133 [-0.010, +0.277]"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([0.9, 0.91, 0.92], [0.8, 0.8, 0.8], "win"),
+        ([0.8, 0.8, 0.8], [0.9, 0.91, 0.92], "loss"),
+        ([0.9, 0.7, 0.8], [0.8, 0.8, 0.8], "tie"),
+        ([0.9], [0.8], "n/a"),
+    ],
+)
+def test_stats_verdict_needs_the_interval_to_exclude_zero(a, b, expected):
+    s = _stats()
+    assert s.verdict(s.paired_difference(a, b)) == expected
+
+
+def test_stats_format_mean_shows_the_half_width():
+    s = _stats()
+    assert s.format_mean(s.t_interval([1.0, 2.0, 3.0])) == "2.000 ± 2.484"
+    assert s.format_mean(s.t_interval([0.5])) == "0.500"
+
+
+def test_stats_bootstrap_interval_is_seeded_and_brackets_the_mean():
+    s = _stats()
+    values = [0.1, 0.3, 0.2, 0.5, 0.4]
+    first, second = s.bootstrap_interval(values), s.bootstrap_interval(values)
+    assert first == second
+    assert first.low < 0.3 < first.high
+    assert 0.1 <= first.low and first.high <= 0.5
+    constant = s.bootstrap_interval([0.2, 0.2, 0.2])
+    assert constant.low == pytest.approx(0.2) and constant.high == pytest.approx(0.2)
+
+
+def test_stats_mcnemar_exact_matches_the_binomial():
+    # a alone right on 1 item, b alone on 6: p = 2 * (1 + 7) / 2**7 = 0.125
+    a = [1, 1, 1, 0, 0, 0, 0, 0, 0, 1]
+    b = [1, 1, 0, 1, 1, 1, 1, 1, 1, 1]
+    assert _stats().mcnemar_exact(a, b) == (1, 6, pytest.approx(0.125))
+    assert _stats().mcnemar_exact([1, 0], [1, 0]) == (0, 0, 1.0)
+
+
+def test_stats_paired_bootstrap_accuracy_difference():
+    a = np.array([1] * 8 + [0] * 2)
+    b = np.array([1] * 5 + [0] * 5)
+    interval = _stats().paired_bootstrap_accuracy(a, b)
+    assert interval.mean == pytest.approx(0.3)
+    # only 3 discordant items, all for a: the difference lies in [0, 0.6]
+    assert 0 <= interval.low < 0.3 < interval.high <= 0.6
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda s: s.t_interval([]), r"non-empty 1-d array of finite numbers"),
+        (lambda s: s.paired_difference([1, 2], [1]), r"got 2 and 1\."),
+        (lambda s: s.paired_difference([1], [1], method="z"), r"but got 'z'\."),
+    ],
+)
+def test_stats_reject_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(_stats())
