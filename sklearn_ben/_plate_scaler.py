@@ -6,20 +6,19 @@ a profile table ``(n_samples, n_features)``, per channel for images
 ``(n_samples, channels, height, width)``.
 """
 
-import warnings
 from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from sklearn_ben._metadata import PlateMetadataMixin
 from sklearn_ben._sklearn_compat import Interval, _fit_context
 from sklearn_ben._validation import check_controls, check_groups, format_counts
-from sklearn_ben.exceptions import ControlsError, MissingMetadataWarning
+from sklearn_ben.exceptions import ControlsError
 
 __all__ = ["MAD_TO_STD", "PlateControlScaler"]
 
-_REQUEST = {"groups": True, "controls": True}
 _FLOATS = [np.float64, np.float32]
 
 # The MAD of a normal sample times this estimates its standard deviation
@@ -125,7 +124,9 @@ def _ndim(X):
 _KINDS = {2: "a profile table", 4: "images"}
 
 
-class PlateControlScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class PlateControlScaler(
+    PlateMetadataMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator
+):
     """Standardise each plate with the statistics of its own controls.
 
     For every plate in ``groups``, each feature is centred on the mean of the
@@ -196,7 +197,9 @@ class PlateControlScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     :class:`TVN`.
 
     Without ``groups``, :meth:`transform` treats all its rows as one plate and
-    warns with :class:`~sklearn_ben.exceptions.MissingMetadataWarning`: this is
+    warns with :class:`~sklearn_ben.exceptions.MissingMetadataWarning` (raises
+    :class:`~sklearn_ben.exceptions.MissingMetadataError` inside
+    ``sklearn_ben.config_context(on_missing_metadata="raise")``): this is
     what happens inside a ``Pipeline`` when metadata routing is off. Because
     the statistics come from the rows passed in, transforming one sample at a
     time is not the same as transforming a whole plate.
@@ -234,9 +237,6 @@ class PlateControlScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         "with_std": ["boolean"],
         "min_controls": [Interval(Integral, 1, None, closed="left")],
     }
-
-    __metadata_request__fit = _REQUEST
-    __metadata_request__transform = _REQUEST
 
     def __init__(self, *, robust=False, with_std=True, min_controls=2):
         self.robust = robust
@@ -320,13 +320,8 @@ class PlateControlScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         controls = check_controls(controls, n)
         no_groups = groups is None
         if no_groups:
-            warnings.warn(
-                "PlateControlScaler.transform got no groups, so all its samples "
-                "are standardised as one plate. Pass groups=<plate of each "
-                "sample>; inside a Pipeline, turn on "
-                "sklearn.set_config(enable_metadata_routing=True).",
-                MissingMetadataWarning,
-                stacklevel=2,
+            self._warn_missing_metadata(
+                "transform", "all its samples are standardised as one plate"
             )
             groups = np.zeros(n, dtype=int)
         reference = np.ones(n, dtype=bool) if controls is None else controls
@@ -367,31 +362,6 @@ class PlateControlScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 f"plate(s) have fewer: {format_counts(short)}. Add controls to "
                 "these plates, drop them, or lower min_controls."
             )
-
-    def fit_transform(self, X, y=None, *, groups=None, controls=None):
-        """Fit, then standardise each plate of ``X`` with its own controls.
-
-        Unlike ``TransformerMixin.fit_transform``, ``groups`` and ``controls``
-        reach :meth:`transform` too.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-            Profiles, or images with channels first.
-        y : None
-            Ignored.
-        groups : array-like of shape (n_samples,), default=None
-            Plate of each sample.
-        controls : array-like of bool, shape (n_samples,), default=None
-            True for control samples.
-
-        Returns
-        -------
-        X_new : ndarray of the shape of ``X``
-            The standardised profiles or images.
-        """
-        self.fit(X, y, groups=groups, controls=controls)
-        return self.transform(X, groups=groups, controls=controls)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -19,6 +19,7 @@ from sklearn.base import (
 from sklearn.utils.extmath import svd_flip
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from sklearn_ben._metadata import PlateMetadataMixin
 from sklearn_ben._plate_scaler import (
     MAD_TO_STD,
     PlateControlScaler,
@@ -31,7 +32,6 @@ from sklearn_ben.exceptions import ControlsError
 
 __all__ = ["MAD_TO_STD", "PlateControlScaler", "TVN"]
 
-_REQUEST = {"groups": True, "controls": True}
 _FLOATS = [np.float64, np.float32]
 
 
@@ -54,7 +54,9 @@ def _sym_power(matrix, power):
     return (vectors * values**power) @ vectors.T
 
 
-class TVN(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class TVN(
+    PlateMetadataMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
     """Typical variation normalisation: whiten on controls, then CORAL per group.
 
     :meth:`fit` centres the data on the mean of the control samples and finds
@@ -175,9 +177,6 @@ class TVN(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         "coral_reg": [Interval(Real, 0, None, closed="neither")],
         "min_controls": [Interval(Integral, 2, None, closed="left")],
     }
-
-    __metadata_request__fit = _REQUEST
-    __metadata_request__transform = _REQUEST
 
     def __init__(
         self, *, n_components=None, whiten_reg=1.0, coral_reg=1.0, min_controls=2
@@ -306,28 +305,3 @@ class TVN(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             align = _sym_power(covariance + self.coral_reg * eye, -0.5) @ target_root
             Z[rows] = (Z[rows] - centre) @ align + centre
         return Z
-
-    def fit_transform(self, X, y=None, *, groups=None, controls=None):
-        """Fit the whitening on ``X``, then transform ``X``.
-
-        Unlike ``TransformerMixin.fit_transform``, ``groups`` and ``controls``
-        reach :meth:`transform` too, so CORAL runs when groups are given.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Profiles.
-        y : None
-            Ignored.
-        groups : array-like of shape (n_samples,), default=None
-            Plate or batch of each sample; None only whitens.
-        controls : array-like of bool, shape (n_samples,), default=None
-            True for control samples; None uses all samples.
-
-        Returns
-        -------
-        X_new : ndarray of shape (n_samples, n_components_)
-            The normalised profiles.
-        """
-        self.fit(X, y, groups=groups, controls=controls)
-        return self.transform(X, groups=groups, controls=controls)
