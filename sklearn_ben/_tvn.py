@@ -8,60 +8,31 @@ take ``groups`` (plate or batch of each sample) and ``controls`` (boolean mask)
 as per-sample metadata, requested by default for metadata routing.
 """
 
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
-    OneToOneFeatureMixin,
     TransformerMixin,
 )
 from sklearn.utils.extmath import svd_flip
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from sklearn_ben._metadata import PlateMetadataMixin
+from sklearn_ben._plate_scaler import (
+    MAD_TO_STD,
+    PlateControlScaler,
+    _reference_name,
+    _short_groups,
+)
 from sklearn_ben._sklearn_compat import Interval, _fit_context
 from sklearn_ben._validation import check_controls, check_groups, format_counts
-from sklearn_ben.exceptions import ControlsError, MissingMetadataWarning
+from sklearn_ben.exceptions import ControlsError
 
-__all__ = ["PlateControlScaler", "TVN"]
+__all__ = ["MAD_TO_STD", "PlateControlScaler", "TVN"]
 
-_REQUEST = {"groups": True, "controls": True}
 _FLOATS = [np.float64, np.float32]
-
-# The MAD of a normal sample times this estimates its standard deviation
-# (1 / Phi^-1(3/4)), so robust=True and robust=False give comparable units.
-MAD_TO_STD = 1.482602218505602
-
-
-def _constant(scale, centre):
-    """True where a scale is zero up to the rounding of ``centre``."""
-    eps = np.finfo(scale.dtype).eps
-    return (scale == 0) | (scale <= 10 * eps * np.abs(centre))
-
-
-def _location_scale(ref, *, robust, with_std):
-    """Centre and scale of the reference rows; constant features get scale 1."""
-    if robust:
-        centre = np.median(ref, axis=0)
-        scale = np.median(np.abs(ref - centre), axis=0) * MAD_TO_STD
-    else:
-        centre = ref.mean(axis=0)
-        scale = ref.std(axis=0)
-    if not with_std:
-        return centre, np.ones_like(centre)
-    return centre, np.where(_constant(scale, centre), 1.0, scale)
-
-
-def _short_groups(labels, inverse, reference, minimum):
-    """``{group: n_reference}`` for the groups with fewer than ``minimum``."""
-    counts = np.bincount(inverse[reference], minlength=len(labels))
-    return {labels[i]: int(c) for i, c in enumerate(counts) if c < minimum}
-
-
-def _reference_name(controls):
-    return "samples" if controls is None else "control samples"
 
 
 def _rank(variance, n_samples, n_features):
@@ -83,215 +54,9 @@ def _sym_power(matrix, power):
     return (vectors * values**power) @ vectors.T
 
 
-class PlateControlScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
-    """Standardise each plate with the statistics of its own controls.
-
-    For every plate in ``groups``, each feature is centred on the mean of the
-    plate's control samples and divided by their standard deviation (with
-    ``robust=True``: the median and the MAD scaled to a standard deviation).
-    The statistics come from the data passed to :meth:`transform`: plates
-    seen at transform are usually new plates, and each carries its controls.
-    This is the common first step of profile normalisation; :class:`TVN`
-    usually follows it.
-
-    Parameters
-    ----------
-    robust : bool, default=False
-        Use the median and the median absolute deviation (times
-        ``MAD_TO_STD`` = 1.4826, so that it estimates the standard deviation
-        of normal data) instead of the mean and the standard deviation.
-    with_std : bool, default=True
-        Divide by the scale; False only centres each plate on its controls.
-    min_controls : int, default=2
-        Fewest control samples a plate must hold; a plate with fewer raises
-        :class:`~sklearn_ben.exceptions.ControlsError`.
-
-    Attributes
-    ----------
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :meth:`fit`, when ``X`` has string
-        column names.
-
-    See Also
-    --------
-    TVN : Whitening on controls and CORAL per group; usually applied after
-        this scaler.
-    sklearn.preprocessing.StandardScaler : The same standardisation with one
-        set of statistics for all samples.
-    sklearn.preprocessing.RobustScaler : Median and interquartile range.
-
-    Notes
-    -----
-    Which rows are the reference of a plate: its control samples when
-    ``controls`` is given, else all its samples (plain per-plate
-    standardisation).
-
-    A feature whose reference values on a plate are constant (zero standard
-    deviation or, with ``robust=True``, zero MAD, up to rounding) is only
-    centred on that plate: its scale is set to 1, as
-    :class:`~sklearn.preprocessing.StandardScaler` does, so the output never
-    holds NaN or inf. With few controls per plate, ``robust=True`` meets zero
-    MADs more often (e.g. integer-valued features).
-
-    Without ``groups``, :meth:`transform` treats all its rows as one plate and
-    warns with :class:`~sklearn_ben.exceptions.MissingMetadataWarning`: this is
-    what happens inside a ``Pipeline`` when metadata routing is off. Because
-    the statistics come from the rows passed in, transforming one sample at a
-    time is not the same as transforming a whole plate.
-
-    :meth:`fit` learns nothing but the number and names of the features; it
-    validates ``groups`` and ``controls`` so that bad metadata fails early.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_ben import PlateControlScaler
-    >>> X = np.array([[1.0, 10.0], [3.0, 30.0], [5.0, 20.0],
-    ...               [11.0, 0.0], [13.0, 2.0], [20.0, 4.0]])
-    >>> plate = np.array(["P1", "P1", "P1", "P2", "P2", "P2"])
-    >>> dmso = np.array([True, True, False, True, True, False])
-    >>> PlateControlScaler().fit_transform(X, groups=plate, controls=dmso)
-    array([[-1., -1.],
-           [ 1.,  1.],
-           [ 3.,  0.],
-           [-1., -1.],
-           [ 1.,  1.],
-           [ 8.,  3.]])
-    """
-
-    _parameter_constraints = {
-        "robust": ["boolean"],
-        "with_std": ["boolean"],
-        "min_controls": [Interval(Integral, 1, None, closed="left")],
-    }
-
-    __metadata_request__fit = _REQUEST
-    __metadata_request__transform = _REQUEST
-
-    def __init__(self, *, robust=False, with_std=True, min_controls=2):
-        self.robust = robust
-        self.with_std = with_std
-        self.min_controls = min_controls
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, groups=None, controls=None):
-        """Record the features of ``X`` and validate the metadata.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Profiles.
-        y : None
-            Ignored.
-        groups : array-like of shape (n_samples,), default=None
-            Plate of each sample.
-        controls : array-like of bool, shape (n_samples,), default=None
-            True for control samples (e.g. DMSO).
-
-        Returns
-        -------
-        self : PlateControlScaler
-            The fitted scaler.
-        """
-        X = validate_data(self, X, reset=True, dtype=_FLOATS)
-        check_groups(groups, X.shape[0])
-        check_controls(controls, X.shape[0])
-        return self
-
-    def transform(self, X, *, groups=None, controls=None):
-        """Standardise each plate of ``X`` with its own controls.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Profiles.
-        groups : array-like of shape (n_samples,), default=None
-            Plate of each sample. None treats all rows as one plate, with a
-            :class:`~sklearn_ben.exceptions.MissingMetadataWarning`.
-        controls : array-like of bool, shape (n_samples,), default=None
-            True for control samples; None uses all samples of each plate.
-
-        Returns
-        -------
-        X_new : ndarray of shape (n_samples, n_features)
-            The standardised profiles.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=_FLOATS, copy=True)
-        n = X.shape[0]
-        groups = check_groups(groups, n)
-        controls = check_controls(controls, n)
-        no_groups = groups is None
-        if no_groups:
-            warnings.warn(
-                "PlateControlScaler.transform got no groups, so all its samples "
-                "are standardised as one plate. Pass groups=<plate of each "
-                "sample>; inside a Pipeline, turn on "
-                "sklearn.set_config(enable_metadata_routing=True).",
-                MissingMetadataWarning,
-                stacklevel=2,
-            )
-            groups = np.zeros(n, dtype=int)
-        reference = np.ones(n, dtype=bool) if controls is None else controls
-        labels, inverse = np.unique(groups, return_inverse=True)
-        short = _short_groups(labels, inverse, reference, self.min_controls)
-        if short and no_groups:
-            raise ControlsError(
-                f"PlateControlScaler got no groups, so it treats all {n} samples "
-                f"as one plate, which holds {sum(short.values())} "
-                f"{_reference_name(controls)}; it needs at least "
-                f"{self.min_controls}. Pass groups, more controls, or lower "
-                "min_controls."
-            )
-        if short:
-            raise ControlsError(
-                f"PlateControlScaler needs at least {self.min_controls} "
-                f"{_reference_name(controls)} on every plate, but {len(short)} "
-                f"plate(s) have fewer: {format_counts(short)}. Add controls to "
-                "these plates, drop them, or lower min_controls."
-            )
-        for i in range(len(labels)):
-            rows = inverse == i
-            centre, scale = _location_scale(
-                X[rows & reference], robust=self.robust, with_std=self.with_std
-            )
-            X[rows] = (X[rows] - centre) / scale
-        return X
-
-    def fit_transform(self, X, y=None, *, groups=None, controls=None):
-        """Fit, then standardise each plate of ``X`` with its own controls.
-
-        Unlike ``TransformerMixin.fit_transform``, ``groups`` and ``controls``
-        reach :meth:`transform` too.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Profiles.
-        y : None
-            Ignored.
-        groups : array-like of shape (n_samples,), default=None
-            Plate of each sample.
-        controls : array-like of bool, shape (n_samples,), default=None
-            True for control samples.
-
-        Returns
-        -------
-        X_new : ndarray of shape (n_samples, n_features)
-            The standardised profiles.
-        """
-        self.fit(X, y, groups=groups, controls=controls)
-        return self.transform(X, groups=groups, controls=controls)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags
-
-
-class TVN(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class TVN(
+    PlateMetadataMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
     """Typical variation normalisation: whiten on controls, then CORAL per group.
 
     :meth:`fit` centres the data on the mean of the control samples and finds
@@ -412,9 +177,6 @@ class TVN(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         "coral_reg": [Interval(Real, 0, None, closed="neither")],
         "min_controls": [Interval(Integral, 2, None, closed="left")],
     }
-
-    __metadata_request__fit = _REQUEST
-    __metadata_request__transform = _REQUEST
 
     def __init__(
         self, *, n_components=None, whiten_reg=1.0, coral_reg=1.0, min_controls=2
@@ -543,28 +305,3 @@ class TVN(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             align = _sym_power(covariance + self.coral_reg * eye, -0.5) @ target_root
             Z[rows] = (Z[rows] - centre) @ align + centre
         return Z
-
-    def fit_transform(self, X, y=None, *, groups=None, controls=None):
-        """Fit the whitening on ``X``, then transform ``X``.
-
-        Unlike ``TransformerMixin.fit_transform``, ``groups`` and ``controls``
-        reach :meth:`transform` too, so CORAL runs when groups are given.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Profiles.
-        y : None
-            Ignored.
-        groups : array-like of shape (n_samples,), default=None
-            Plate or batch of each sample; None only whitens.
-        controls : array-like of bool, shape (n_samples,), default=None
-            True for control samples; None uses all samples.
-
-        Returns
-        -------
-        X_new : ndarray of shape (n_samples, n_components_)
-            The normalised profiles.
-        """
-        self.fit(X, y, groups=groups, controls=controls)
-        return self.transform(X, groups=groups, controls=controls)

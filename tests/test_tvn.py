@@ -277,3 +277,163 @@ def test_pipeline_without_routing_drops_groups_with_a_warning(plates):
     pipe = Pipeline([("scale", PlateControlScaler()), ("clf", LogisticRegression())])
     with pytest.warns(MissingMetadataWarning, match="got no groups"):
         pipe.fit(X, y)
+
+
+# ---------------------------------------------------- PlateControlScaler, images
+
+
+def _images(dtype=np.uint16, n_plates=3, per_plate=8, seed=0):
+    """Integer camera-like images (n, 2, 6, 5) whose gain and offset vary by plate."""
+    rng = np.random.default_rng(seed)
+    n = n_plates * per_plate
+    gain = np.repeat(rng.uniform(0.5, 2.0, n_plates), per_plate)[:, None, None, None]
+    offset = np.repeat(rng.uniform(0, 500, n_plates), per_plate)[:, None, None, None]
+    images = rng.normal(1000, 100, size=(n, 2, 6, 5)) * gain + offset
+    groups = np.repeat([f"P{i}" for i in range(n_plates)], per_plate)
+    controls = np.tile(np.arange(per_plate) < per_plate // 2, n_plates)
+    return np.rint(images).astype(dtype), groups, controls
+
+
+def _per_channel_reference(images, groups, controls, robust):
+    """Slow reference: every plate and channel on its own, in float64."""
+    out = np.empty(images.shape)
+    for plate in np.unique(groups):
+        rows = groups == plate
+        for c in range(images.shape[1]):
+            ref = images[rows & controls, c].astype(np.float64).ravel()
+            if robust:
+                centre = np.median(ref)
+                scale = np.median(np.abs(ref - centre)) * MAD_TO_STD
+            else:
+                centre, scale = ref.mean(), ref.std()
+            out[rows, c] = (images[rows, c] - centre) / scale
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float64])
+@pytest.mark.parametrize("robust", [False, True])
+def test_plate_control_scaler_images_match_per_channel_reference(dtype, robust):
+    images, groups, controls = _images(np.uint16)
+    images = (images // 8).astype(dtype)  # fits uint8
+    out = PlateControlScaler(robust=robust).fit_transform(
+        images, groups=groups, controls=controls
+    )
+    assert out.dtype == np.float32 and out.shape == images.shape
+    expected = _per_channel_reference(images, groups, controls, robust)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_plate_control_scaler_images_hand_computed():
+    # One channel, 1 x 2 pixels. Plate a controls: pixels 0, 2, 0, 2 -> mean 1,
+    # std 1; plate b controls: 10, 30, 20, 20 -> mean 20, std sqrt(50).
+    images = np.array([[0, 2], [0, 2], [5, 9], [10, 30], [20, 20], [90, 20]])
+    images = images.astype(np.uint16).reshape(6, 1, 1, 2)
+    groups = np.array(["a", "a", "a", "b", "b", "b"])
+    controls = np.array([True, True, False, True, True, False])
+    out = PlateControlScaler().fit_transform(images, groups=groups, controls=controls)
+    b = np.array([-10, 10, 0, 0, 70, 0]) / np.sqrt(50)
+    np.testing.assert_allclose(
+        out.ravel(), [-1, 1, -1, 1, 4, 8, *b], rtol=1e-6, atol=1e-6
+    )
+
+
+def test_plate_control_scaler_images_without_controls_use_all_samples():
+    images, groups, _ = _images()
+    out = PlateControlScaler().fit_transform(images, groups=groups)
+    for plate in np.unique(groups):
+        block = out[groups == plate].astype(np.float64)
+        np.testing.assert_allclose(block.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+        np.testing.assert_allclose(block.std(axis=(0, 2, 3)), 1, rtol=1e-5)
+
+
+def test_plate_control_scaler_images_unseen_plate_uses_own_statistics():
+    images, groups, controls = _images()
+    scaler = PlateControlScaler().fit(images[:16], groups=groups[:16])
+    new = groups == "P2"
+    out = scaler.transform(images[new], groups=groups[new], controls=controls[new])
+    expected = _per_channel_reference(images[new], groups[new], controls[new], False)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_plate_control_scaler_images_constant_channel_is_only_centred():
+    images = np.zeros((4, 2, 3, 3), dtype=np.uint8)
+    images[:, 1] = np.arange(4)[:, None, None]
+    images[3, 0] = 7
+    controls = np.array([True, True, True, False])
+    out = PlateControlScaler().fit_transform(
+        images, groups=np.zeros(4), controls=controls
+    )
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out[:, 0, 0, 0], [0, 0, 0, 7])
+
+
+def test_plate_control_scaler_images_make_no_float64_copy():
+    tracemalloc = pytest.importorskip("tracemalloc")
+    images, groups, controls = _images(per_plate=100, n_plates=6)
+    images = np.ascontiguousarray(np.tile(images, (1, 1, 8, 8)))
+    scaler = PlateControlScaler()
+    tracemalloc.start()
+    out = scaler.fit_transform(images, groups=groups, controls=controls)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert out.dtype == np.float32
+    # The output takes 4 bytes a pixel, a plate's temporaries about 1 more; a
+    # float64 copy of the images would add 8, for at least 12.
+    assert peak < 8 * images.size
+
+
+@pytest.mark.parametrize(
+    ("fit_shape", "transform_shape", "match"),
+    [
+        ((6, 2, 4, 4), (6, 2), "X holds a profile table, but PlateControlScaler"),
+        ((6, 2), (6, 2, 4, 4), "X holds images, but PlateControlScaler was fitted"),
+        ((6, 2, 4, 4), (6, 3, 4, 4), "X has 3 features, but PlateControlScaler"),
+        ((6, 2, 4), None, "but got a 3-d array of shape"),
+    ],
+)
+def test_plate_control_scaler_images_reject_other_shapes(
+    fit_shape, transform_shape, match
+):
+    groups = np.repeat(["a", "b"], 3)
+    X = np.ones(fit_shape)
+    with pytest.raises(ValueError, match=match):
+        scaler = PlateControlScaler().fit(X, groups=groups)
+        scaler.transform(np.ones(transform_shape), groups=groups)
+
+
+def test_plate_control_scaler_images_other_height_and_width_at_transform():
+    images, groups, controls = _images()
+    scaler = PlateControlScaler().fit(images, groups=groups)
+    crops = images[:, :, :4, :4]
+    out = scaler.transform(crops, groups=groups, controls=controls)
+    expected = _per_channel_reference(crops, groups, controls, False)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def image_plates():
+    images, groups, controls = _images(per_plate=12, n_plates=3, seed=1)
+    y = np.tile(np.arange(12) % 2, 3)
+    return images, y, groups, controls
+
+
+@pytest.mark.parametrize("step", ["classifier", "embedder"])
+def test_pipeline_routes_groups_and_controls_to_scaler_and_ben(step, image_plates):
+    from sklearn_ben import BENClassifier, BENEmbedder
+
+    images, y, groups, controls = image_plates
+    settings = {"module": "cnn", "max_epochs": 1, "batch_size": 12, "random_state": 0}
+    if step == "classifier":
+        make = lambda: BENClassifier(norm="controls", **settings)  # noqa: E731
+    else:
+        make = lambda: BENEmbedder(norm="controls", n_views=2, **settings)  # noqa: E731
+    meta = {"groups": groups, "controls": controls}
+    with config_context(enable_metadata_routing=True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", MissingMetadataWarning)
+            pipe = Pipeline([("scale", PlateControlScaler()), ("ben", make())])
+            pipe.fit(images, y, **meta)
+            routed = pipe.transform(images, **meta)
+            scaled = PlateControlScaler().fit_transform(images, **meta)
+            direct = make().fit(scaled, y, **meta).transform(scaled, **meta)
+    np.testing.assert_allclose(routed, direct, rtol=1e-5, atol=1e-6)
