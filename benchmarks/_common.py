@@ -86,6 +86,50 @@ def write_results(path, *, title, cmd, seeds, seconds, body, notes=()) -> Path:
     return path
 
 
+def standardise_inputs(X, groups, controls=None):
+    """Each plate's images standardised per channel, on all samples or controls.
+
+    The cheap baseline every image benchmark includes: ``PlateControlScaler``
+    (per plate, per channel; statistics from the plate's controls when
+    ``controls`` is given, else from all its samples), float32 out.
+    """
+    from sklearn_ben import PlateControlScaler
+
+    return PlateControlScaler().fit_transform(X, groups=groups, controls=controls)
+
+
+def comparison_table(scores, rows, baseline, digits=3):
+    """Rows of mean ± 95% t half-width and the paired difference vs ``baseline``.
+
+    ``scores`` maps a row name to its per-seed (or per-pair) values, aligned
+    across rows. The verdict is 'win' / 'loss' only when the 95% interval of
+    the paired difference excludes zero.
+    """
+    from _stats import (
+        format_difference,
+        format_mean,
+        paired_difference,
+        t_interval,
+        verdict,
+    )
+
+    out = []
+    for name in rows:
+        cells = [name, format_mean(t_interval(scores[name]), digits)]
+        if name == baseline:
+            cells += ["(baseline)", ""]
+        else:
+            diff = paired_difference(scores[name], scores[baseline])
+            cells += [format_difference(diff, digits), verdict(diff)]
+        out.append(cells)
+    return out
+
+
+def strongest(scores, candidates):
+    """The candidate with the highest mean score."""
+    return max(candidates, key=lambda name: float(np.mean(scores[name])))
+
+
 def batch_mixing_score(X, batch):
     """Share of samples whose cosine nearest neighbour is from the same batch.
 

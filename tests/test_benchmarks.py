@@ -34,8 +34,13 @@ def test_bench_ablation_smoke_writes_every_row(tmp_path):
     bench = _load("bench_ablation")
     path = bench.main(["--smoke", "--out", str(tmp_path)])
     text = path.read_text()
-    rows = _table_rows(text)
-    assert [r for r in rows if r != "row"] == [r[0] for r in bench.ROWS]
+    rows = [r for r in _table_rows(text) if r != "row"]
+    names = [r[0] for r in bench.ROWS]
+    affine = names
+    nonaffine = [n for n in names if n not in bench.AFFINE_ONLY]
+    # the summary, then one paired-comparison table per plate set
+    assert rows == names + affine * 2 + nonaffine * 2
+    assert text.count("(baseline)") == len(bench.PLATES)
     assert "- Command: `python benchmarks/bench_ablation.py --smoke" in text
     assert "- Seeds: 0" in text
 
@@ -54,8 +59,9 @@ def test_bench_bbbc021_crops_smoke_writes_every_row(tmp_path):
     text = bench.main(["--smoke", "--out", str(tmp_path)]).read_text()
     rows = _table_rows(text)
     names = [r[0] for r in bench.ROWS]
-    assert [r for r in rows if r in names] == names * 2  # summary + per plate
-    assert "ROC AUC" in text
+    # summary, paired differences over seeds, per held-out plate
+    assert [r for r in rows if r in names] == names * 3
+    assert "ROC AUC" in text and "(baseline)" in text
 
 
 def test_bench_bbbc021_crops_downsample_halves_and_scales():
@@ -64,6 +70,41 @@ def test_bench_bbbc021_crops_downsample_halves_and_scales():
     out = bench.downsample(X)
     assert out.shape == (2, 3, 34, 34) and out.dtype == np.float32
     np.testing.assert_allclose(out, 1.0)
+
+
+def test_bench_bbbc021_crops_downsample_pools_blocks():
+    bench = _load("bench_bbbc021_crops")
+    X = np.arange(36, dtype=np.uint16).reshape(1, 1, 6, 6) * 65535 // 35
+    out = bench.downsample(X, pool=3)
+    assert out.shape == (1, 1, 2, 2)
+    expected = X.reshape(2, 3, 2, 3).mean(axis=(1, 3)) / 65535
+    np.testing.assert_allclose(out[0, 0], expected, rtol=1e-6)
+
+
+def test_common_standardise_inputs_uses_each_plates_controls():
+    common = _load("_common")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 2, 3, 3)).astype(np.float32)
+    X[4:] = 10 * X[4:] + 5
+    groups = np.repeat(["p0", "p1"], 4)
+    controls = np.array([True, True, False, False] * 2)
+    out = common.standardise_inputs(X, groups, controls)
+    assert out.dtype == np.float32 and out.shape == X.shape
+    for plate in ("p0", "p1"):
+        ref = X[(groups == plate) & controls]
+        expected = (X[groups == plate] - ref.mean(axis=(0, 2, 3), keepdims=True)) / (
+            ref.std(axis=(0, 2, 3), keepdims=True)
+        )
+        np.testing.assert_allclose(out[groups == plate], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_common_comparison_table_pairs_rows_with_the_baseline():
+    common = _load("_common")
+    scores = {"base": [0.7, 0.7, 0.6], "new": [0.8, 0.9, 0.7]}
+    rows = common.comparison_table(scores, ["base", "new"], "base")
+    assert rows[0] == ["base", "0.667 ± 0.143", "(baseline)", ""]
+    assert rows[1] == ["new", "0.800 ± 0.248", "+0.133 [-0.010, +0.277]", "tie"]
+    assert common.strongest(scores, ["base", "new"]) == "new"
 
 
 def test_bench_ssl_smoke_writes_every_row(tmp_path):
