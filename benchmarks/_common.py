@@ -63,7 +63,13 @@ def markdown_table(header, rows) -> str:
     return "\n".join(lines)
 
 
-def write_results(path, *, title, cmd, seeds, seconds, body, notes=()) -> Path:
+SPREAD_STD = "± is the standard deviation over seeds"
+SPREAD_T = "± is the half-width of the 95% t-interval of the mean over seeds"
+
+
+def write_results(
+    path, *, title, cmd, seeds, seconds, body, notes=(), spread=SPREAD_STD
+) -> Path:
     """Write a results page: provenance header, then ``body`` and notes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +79,7 @@ def write_results(path, *, title, cmd, seeds, seconds, body, notes=()) -> Path:
         f"- Command: `{cmd}`",
         f"- Date: {date.today().isoformat()}",
         f"- Machine: {machine()}",
-        f"- Seeds: {', '.join(str(s) for s in seeds)} (data and networks; "
-        "± is the standard deviation over seeds)",
+        f"- Seeds: {', '.join(str(s) for s in seeds)} (data and networks; {spread})",
         f"- Run time: {seconds:.0f} s (load average {_load()} at the end: the "
         "2 cores are shared, so times are indicative)",
         "",

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     RESULTS,
+    SPREAD_T,
     command,
     comparison_table,
     markdown_table,
@@ -63,7 +64,7 @@ CONFIGS = {
         seeds=[0, 1, 2], chunk=16, width=16,
     ),
     "full": dict(
-        n_plates=9, per_plate=64, n_test=3, size=24, per_exp=3, epochs=12,
+        n_plates=9, per_plate=48, n_test=3, size=24, per_exp=3, epochs=10,
         seeds=[0, 1, 2, 3, 4], chunk=32, width=16,
     ),
 }  # fmt: skip
@@ -315,6 +316,7 @@ def main(argv=None):
         seconds=seconds,
         body=body,
         notes=notes,
+        spread=SPREAD_T,
     )
     print(path.read_text())
     return path

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     RESULTS,
+    SPREAD_T,
     command,
     comparison_table,
     markdown_table,
@@ -60,10 +61,10 @@ SMOKE_PLATES = ["Week4_27481", "Week4_27801", "Week4_27821"]
 CONFIGS = {
     "smoke": dict(per_plate=40, test_per_plate=60, epochs=1, seeds=[0], width=4,
                   pool=2, folds=TREATED_PLATES[:1]),
-    "quick": dict(per_plate=100, test_per_plate=None, epochs=6, seeds=[0, 1, 2],
-                  width=16, pool=3, folds=TREATED_PLATES),
-    "full": dict(per_plate=160, test_per_plate=None, epochs=8,
-                 seeds=[0, 1, 2, 3, 4], width=16, pool=3, folds=TREATED_PLATES),
+    "quick": dict(per_plate=150, test_per_plate=None, epochs=8, seeds=[0, 1, 2],
+                  width=16, pool=2, folds=TREATED_PLATES),
+    "full": dict(per_plate=120, test_per_plate=None, epochs=8, pool=3,
+                 seeds=[0, 1, 2, 3, 4], width=16, folds=TREATED_PLATES),
 }  # fmt: skip
 
 #: (row, inputs, sampling, norm); rows with the same inputs and training share
@@ -269,6 +270,7 @@ def main(argv=None):
         seconds=seconds,
         body=body,
         notes=notes,
+        spread=SPREAD_T,
     )
     print(path.read_text())
     return path
