@@ -22,7 +22,7 @@ network serves both inference modes through ``set_params(norm=...)``.
 
 Usage::
 
-    python benchmarks/bench_ablation.py --quick    # ~1-2 minutes on 2 CPU cores
+    python benchmarks/bench_ablation.py --quick    # ~7 minutes on 2 busy CPU cores
     python benchmarks/bench_ablation.py            # fuller: more plates, seeds, epochs
 """
 
@@ -65,7 +65,7 @@ CONFIGS = {
     ),
     "full": dict(
         n_plates=9, per_plate=48, n_test=3, size=24, per_exp=3, epochs=10,
-        seeds=[0, 1, 2, 3, 4], chunk=32, width=16,
+        seeds=[0, 1, 2, 3, 4], chunk=16, width=16,
     ),
 }  # fmt: skip
 
