@@ -14,6 +14,7 @@ SECTIONS = [
     ("sklearn_ben", ["BENClassifier", "BENEmbedder", "TVN", "PlateControlScaler"]),
     ("sklearn_ben.samplers", None),
     ("sklearn_ben.batchnorm", None),
+    ("sklearn_ben.inference", None),
     ("sklearn_ben.backbones", ["MLP", "SmallCNN", "ResNet"]),
     ("sklearn_ben.losses", None),
     ("sklearn_ben.augment", None),

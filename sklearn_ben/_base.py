@@ -1,8 +1,14 @@
-"""What BENClassifier and BENEmbedder share: input checks, training, inference."""
+"""What BENClassifier and BENEmbedder share: contract, checks, fitted state.
 
-import math
+The scikit-learn side of the estimators. Training goes through
+:mod:`sklearn_ben._training` (the only skorch code) and inference through
+:func:`sklearn_ben.inference.predict_by_group` (torch only); ``groups`` walk
+estimator -> glue -> sampler once at fit, and estimator -> engine once at
+predict.
+"""
+
 import warnings
-from contextlib import contextmanager
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -10,14 +16,11 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch import NeuralNet
-from skorch.callbacks import Callback, EarlyStopping, LRScheduler, ProgressBar
-from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader
+from torch import nn
 
 from sklearn_ben._data import BatchDataset, _item_image, is_dataset
 from sklearn_ben._sklearn_compat import HasMethods, Interval, StrOptions
+from sklearn_ben._training import GroupValidation, TrainSettings, train_network
 from sklearn_ben._validation import (
     check_controls,
     check_controls_per_group,
@@ -25,98 +28,30 @@ from sklearn_ben._validation import (
     check_groups,
 )
 from sklearn_ben.backbones import BACKBONES, feature_dim, resolve_backbone
-from sklearn_ben.batchnorm import (
-    bn_mode,
-    convert_batchnorm,
-    group_forward,
-    group_layers,
-)
+from sklearn_ben.batchnorm import convert_batchnorm, group_layers
 from sklearn_ben.exceptions import ControlsError, MissingMetadataWarning
+from sklearn_ben.inference import predict_by_group
 from sklearn_ben.samplers import GroupBatchSampler
 
 _REQUEST = {"groups": True, "controls": True}
 
-
-class _HeadNet(nn.Module):
-    """Backbone plus a training head; an optional control mask drives BN."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, X: Tensor, controls: Tensor | None = None) -> Tensor:
-        # X: (N, C, H, W) or (N, F); controls: (N,) bool; returns head outputs
-        if controls is None:
-            return self.head(self.backbone(X))
-        with bn_mode(self, "controls", mask=controls):
-            return self.head(self.backbone(X))
-
-
-@contextmanager
-def _seeded(seed: int):
-    """Seed torch for a block of code, leaving the caller's RNG state as it was."""
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-class _AutocastNet(NeuralNet):
-    """skorch's NeuralNet, with the forward pass under ``torch.autocast``.
-
-    ``autocast_dtype`` (set after construction) is None for float32 training.
-    The loss is computed in float32.
-    """
-
-    autocast_dtype = None
-
-    def infer(self, x, **fit_params):
-        with _autocast(self.device, self.autocast_dtype):
-            return super().infer(x, **fit_params)
-
-    def get_loss(self, y_pred, y_true, *args, **kwargs):
-        return super().get_loss(y_pred.float(), y_true, *args, **kwargs)
-
-
-def _autocast(device, dtype):
-    """``torch.autocast`` for ``dtype``, or a no-op context for float32."""
-    device_type = torch.device(device).type
-    return torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
-
-
 _PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
-class _WarmupCosine:
-    """Linear warm-up for ``warmup`` steps, then cosine annealing to 0.
+@dataclass(frozen=True)
+class _Norm:
+    """What a value of the ``norm`` parameter means, in one place."""
 
-    A class, not a closure, so that fitted estimators can be pickled.
-    """
-
-    def __init__(self, warmup: int, total: int):
-        self.warmup = warmup
-        self.total = max(total, 1)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = (step - self.warmup) / max(self.total - self.warmup, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    source: str  # batch-norm statistics at inference (see sklearn_ben.batchnorm)
+    per_group: bool  # inference statistics come from each predicted plate
+    controls: bool  # statistics from control samples only (training too)
 
 
-class _GroupValidation(Callback):
-    """Scores held-out groups after each epoch with group-wise inference."""
-
-    def __init__(self, evaluate):
-        self.evaluate = evaluate
-
-    def on_epoch_end(self, net, **kwargs):
-        for key, value in self.evaluate(net).items():
-            net.history.record(key, value)
-
-    def on_train_end(self, net, **kwargs):
-        self.evaluate = None  # drop the validation data before pickling
+NORMS = {
+    "group": _Norm(source="batch", per_group=True, controls=False),
+    "controls": _Norm(source="controls", per_group=True, controls=True),
+    "frozen": _Norm(source="running", per_group=False, controls=False),
+}
 
 
 class BENBase(TransformerMixin, BaseEstimator):
@@ -201,8 +136,18 @@ class BENBase(TransformerMixin, BaseEstimator):
         return self.transform(X, groups=groups, controls=controls)
 
     # ------------------------------------------------------------------ checks
+    def _norm(self) -> _Norm:
+        """The meaning of ``self.norm``; parameters are checked again first.
+
+        Called at predict too, so that ``set_params`` after fit cannot slip an
+        invalid value past validation (the check only reads).
+        """
+        self._validate_params()
+        return NORMS[self.norm]
+
     def _check_fit_inputs(self, X, y, groups, controls):
         """Validate everything ``fit`` needs, without changing ``self``."""
+        norm = NORMS[self.norm]
         if self.n_iter_no_change is not None and self.validation_fraction is None:
             raise ValueError(
                 "n_iter_no_change needs held-out groups to watch; set "
@@ -211,14 +156,14 @@ class BENBase(TransformerMixin, BaseEstimator):
         X, y = self._check_X(X, y, fitting=True)
         n = len(X)
         groups, controls = check_groups(groups, n), check_controls(controls, n)
-        if groups is None and (self.sampling == "group" or self.norm != "frozen"):
+        if groups is None and (self.sampling == "group" or norm.per_group):
             warnings.warn(
                 _missing_groups_message(self, "fit"),
                 MissingMetadataWarning,
                 stacklevel=3,
             )
         fit_groups = np.zeros(n, dtype=int) if groups is None else groups
-        if self.norm == "controls":
+        if norm.controls:
             if controls is None:
                 raise ControlsError(
                     "norm='controls' takes batch-norm statistics from control "
@@ -274,8 +219,10 @@ class BENBase(TransformerMixin, BaseEstimator):
             return tuple(_item_image(X[0]).shape)
         return tuple(X.shape[1:])
 
-    def _check_predict_inputs(self, X, groups, controls):
+    def _check_predict_inputs(self, X, groups, controls, method):
+        """Checks of every inference call; returns inputs and the norm to use."""
         check_is_fitted(self)
+        norm = self._norm()
         X, _ = self._check_X(X)
         shape = self._input_shape(X)
         name = type(self).__name__
@@ -297,17 +244,16 @@ class BENBase(TransformerMixin, BaseEstimator):
             validate_data(self, X, reset=False, skip_check_array=True)
         n = len(X)
         groups, controls = check_groups(groups, n), check_controls(controls, n)
-        norm = self.norm
-        if norm != "frozen" and groups is None:
+        if norm.per_group and groups is None:
             warnings.warn(
-                _missing_groups_message(self, "predict"),
+                _missing_groups_message(self, method),
                 MissingMetadataWarning,
                 stacklevel=3,
             )
         groups = np.zeros(n, dtype=int) if groups is None else groups
-        if norm != "frozen":
+        if norm.per_group:
             check_group_sizes(groups, 2, what="predicted")
-        if norm == "controls":
+        if norm.controls:
             if controls is None:
                 warnings.warn(
                     "norm='controls' but no controls reached this call, so each "
@@ -317,7 +263,7 @@ class BENBase(TransformerMixin, BaseEstimator):
                     MissingMetadataWarning,
                     stacklevel=3,
                 )
-                norm = "group"
+                norm = NORMS["group"]
             else:
                 check_controls_per_group(groups, controls, 2, where="predict")
         return X, groups, controls, norm
@@ -333,7 +279,7 @@ class BENBase(TransformerMixin, BaseEstimator):
         shape = self._input_shape(X)
         backbone, _ = resolve_backbone(self.module, shape[0], ndim=len(shape) + 1)
         backbone = convert_batchnorm(backbone)
-        if self.norm != "frozen" and not group_layers(backbone):
+        if NORMS[self.norm].per_group and not group_layers(backbone):
             raise ValueError(
                 f"module has no BatchNorm layers, so norm={self.norm!r} would "
                 "change nothing; add BatchNorm layers to the network or use "
@@ -342,12 +288,6 @@ class BENBase(TransformerMixin, BaseEstimator):
         probe = BatchDataset(X).get_inputs(np.arange(min(2, len(X))))
         return backbone, feature_dim(backbone, probe), shape
 
-    def _warmup_steps(self, steps_per_epoch):
-        warmup = self.warmup_epochs
-        if warmup == "auto":
-            warmup = self.max_epochs // 9
-        return warmup * steps_per_epoch
-
     def _split_validation(self, groups, random_state):
         labels = np.unique(groups)
         n_val = max(1, int(round(self.validation_fraction * len(labels))))
@@ -355,133 +295,90 @@ class BENBase(TransformerMixin, BaseEstimator):
         held_out = random_state.choice(labels, n_val, replace=False)
         return np.isin(groups, held_out)
 
-    def _train(
-        self,
-        module,
-        criterion,
-        X,
-        y,
-        groups,
-        controls,
-        evaluate=None,
-        *,
-        dataset=None,
-        criterion_params=None,
-    ):
-        """Train ``module`` with skorch on group-homogeneous batches; return net.
+    def _sampler(self, groups, controls):
+        """The plate sampler of training (one group per batch unless random).
 
-        ``groups`` and ``controls`` describe the units the sampler draws
-        (samples, or bags for MinCLR); ``dataset`` turns a list of units into
-        a batch (default: the rows of ``X``, ``y``).
+        Its seed is the first draw of ``random_state``, as the weights' is.
         """
+        norm = NORMS[self.norm]
         rng = check_random_state(self.random_state)
-        sampler = GroupBatchSampler(
+        return GroupBatchSampler(
             groups if self.sampling == "group" else np.zeros(len(groups), int),
             self.batch_size,
             controls=controls,
-            min_controls=self.min_controls if self.norm == "controls" else 0,
+            min_controls=self.min_controls if norm.controls else 0,
             random_state=rng.randint(np.iinfo(np.int32).max),
         )
-        if dataset is None:
-            use = controls if self.norm == "controls" else None
-            dataset = BatchDataset(X, y, use)
-        steps = len(sampler)
-        schedule = _WarmupCosine(self._warmup_steps(steps), steps * self.max_epochs)
-        callbacks = []
-        if evaluate is not None:
-            callbacks.append(("group_validation", _GroupValidation(evaluate)))
-            if self.n_iter_no_change is not None:
-                callbacks.append(
-                    (
-                        "early_stopping",
-                        EarlyStopping(
-                            monitor="valid_loss",
-                            patience=self.n_iter_no_change,
-                            load_best=True,
-                        ),
-                    )
-                )
-        callbacks.append(
-            (
-                "lr_schedule",
-                LRScheduler(LambdaLR, lr_lambda=schedule, step_every="batch"),
-            )
-        )
-        if self.verbose >= 2:
-            callbacks.append(("progress_bar", ProgressBar()))
-        device = self._resolve_device()
-        net = _AutocastNet(
-            module=module,
-            criterion=criterion,
-            **{f"criterion__{k}": v for k, v in (criterion_params or {}).items()},
-            optimizer=torch.optim.Adam,
+
+    def _train_settings(self):
+        warmup = self.warmup_epochs
+        if warmup == "auto":
+            warmup = self.max_epochs // 9
+        return TrainSettings(
             lr=self.lr,
-            optimizer__weight_decay=self.weight_decay,
+            weight_decay=self.weight_decay,
             max_epochs=self.max_epochs,
+            warmup_epochs=warmup,
+            device=self._resolve_device(),
             batch_size=self.batch_size,
-            iterator_train=DataLoader,
-            iterator_train__sampler=sampler,
-            iterator_train__batch_size=None,
-            iterator_train__num_workers=self.num_workers,
-            iterator_train__pin_memory=device == "cuda",
-            train_split=None,
-            callbacks=callbacks,
-            device=device,
-            verbose=int(self.verbose > 0),
+            num_workers=self.num_workers,
+            dtype=_PRECISIONS[self.precision],
+            n_iter_no_change=getattr(self, "n_iter_no_change", None),
+            verbose=self.verbose,
         )
-        net.autocast_dtype = _PRECISIONS[self.precision]
-        net.fit(dataset, None)
-        # The sampler holds the training groups; it is not needed any more.
-        net.iterator_train__sampler = None
-        return net
+
+    def _train(
+        self,
+        module,
+        dataset,
+        sampler,
+        *,
+        criterion=nn.CrossEntropyLoss,
+        criterion_params=None,
+        validation=None,
+    ):
+        """Train ``module`` with skorch on the sampler's batches; return the net."""
+        return train_network(
+            module,
+            dataset,
+            sampler,
+            self._train_settings(),
+            criterion=criterion,
+            criterion_params=criterion_params,
+            validation=validation,
+        )
+
+    def _validation(self, X, y, groups, controls):
+        """A callback scoring held-out plates (X, y, ... already held out)."""
+        norm = NORMS[self.norm]
+        return GroupValidation(
+            X,
+            y,
+            groups,
+            controls if norm.controls else None,
+            source=norm.source,
+            chunk_size=self.predict_batch_size,
+        )
 
     # ---------------------------------------------------------------- inference
-    def _forward(self, module, X, groups, controls, norm, *, device=None):
-        """Outputs of ``module`` for every row, with group-wise batch norm."""
-        device = device or self.net_.device
-        data = BatchDataset(X)
-        n = len(data)
-        was_training = module.training
-        module.eval()
-        outputs = None
-        precision = _PRECISIONS[getattr(self, "precision", "float32")]
-        try:
-            with torch.no_grad(), _autocast(device, precision):
-                if norm == "frozen":
-                    size = self.predict_batch_size or max(self.batch_size, 256)
-                    chunks = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
-                    parts = [(c, module(data.get_inputs(c).to(device))) for c in chunks]
-                else:
-                    parts = [
-                        (
-                            idx,
-                            self._forward_group(
-                                module, data, idx, controls, norm, device
-                            ),
-                        )
-                        for idx in _group_indices(groups)
-                    ]
-                for idx, out in parts:
-                    if outputs is None:
-                        outputs = torch.empty((n, *out.shape[1:]))
-                    outputs[torch.from_numpy(idx)] = out.float().cpu()
-        finally:
-            module.train(was_training)
-        return outputs
+    def _predict_outputs(self, module, X, groups, controls, norm):
+        """Outputs of ``module`` (part of the fitted net) for every row of ``X``.
 
-    def _forward_group(self, module, data, idx, controls, norm, device):
-        size = self.predict_batch_size or len(idx)
-        chunks = [idx[i : i + size] for i in range(0, len(idx), size)]
-        use_controls = norm == "controls"
-
-        def batches():
-            for c in chunks:
-                mask = (
-                    torch.from_numpy(controls[c]).to(device) if use_controls else None
-                )
-                yield data.get_inputs(c).to(device), mask
-
-        return group_forward(module, batches, use_controls=use_controls)
+        Reads the fitted network only: the train/eval mode was set once at the
+        end of fit, and statistics live in the call.
+        """
+        if module.training:  # a network restored in train mode; idempotent
+            self.net_.module_.eval()
+        return predict_by_group(
+            module,
+            X,
+            groups,
+            controls if norm.controls else None,
+            source=norm.source,
+            chunk_size=self.predict_batch_size,
+            device=self.net_.device,
+            dtype=_PRECISIONS[self.precision],
+        )
 
     def _set_fitted(self, X, shape, n_out, net):
         """Record the fitted state; called once every check and training passed."""
@@ -511,9 +408,11 @@ class BENBase(TransformerMixin, BaseEstimator):
         features : ndarray of shape (n_samples, n_features_out_)
             Backbone features, before any training head.
         """
-        X, groups, controls, norm = self._check_predict_inputs(X, groups, controls)
+        X, groups, controls, norm = self._check_predict_inputs(
+            X, groups, controls, "transform"
+        )
         backbone = self.net_.module_.backbone
-        return self._forward(backbone, X, groups, controls, norm).numpy()
+        return self._predict_outputs(backbone, X, groups, controls, norm).numpy()
 
     def get_feature_names_out(self, input_features=None):
         """Names of the ``transform`` outputs: ``<classname>0``, ``<classname>1``...
@@ -537,13 +436,6 @@ class BENBase(TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
-
-
-def _group_indices(groups):
-    """Indices of each group, groups in order of first appearance."""
-    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    return [np.flatnonzero(inverse == k) for k in order]
 
 
 def _missing_groups_message(estimator, method):

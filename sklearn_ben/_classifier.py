@@ -9,8 +9,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from torch import nn
 
-from sklearn_ben._base import _REQUEST, BENBase, _HeadNet, _seeded
-from sklearn_ben._data import is_dataset
+from sklearn_ben._base import _REQUEST, NORMS, BENBase
+from sklearn_ben._data import BatchDataset, is_dataset
+from sklearn_ben._nets import HeadNet, seeded
 from sklearn_ben._sklearn_compat import _fit_context
 from sklearn_ben._validation import _plain
 
@@ -217,20 +218,29 @@ class BENClassifier(ClassifierMixin, BENBase):
         train = np.ones(len(y_enc), dtype=bool)
         if self.validation_fraction is not None:
             train = ~self._split_validation(groups, rng)
-        with _seeded(seed):
+        held_out = ~train
+        use_controls = controls if NORMS[self.norm].controls else None
+        with seeded(seed):
             backbone, n_out, shape = self._build_backbone(X)
-            module = _HeadNet(backbone, nn.Linear(n_out, len(encoder.classes_)))
-            evaluate = None
-            if not train.all():
-                evaluate = _make_evaluate(self, X, y_enc, groups, controls, ~train)
+            module = HeadNet(backbone, nn.Linear(n_out, len(encoder.classes_)))
+            validation = None
+            if held_out.any():
+                validation = self._validation(
+                    _subset(X, held_out),
+                    y_enc[held_out],
+                    groups[held_out],
+                    None if controls is None else controls[held_out],
+                )
+            c_train = None if controls is None else controls[train]
             net = self._train(
                 module,
-                nn.CrossEntropyLoss,
-                _subset(X, train),
-                y_enc[train],
-                groups[train],
-                None if controls is None else controls[train],
-                evaluate,
+                BatchDataset(
+                    _subset(X, train),
+                    y_enc[train],
+                    None if use_controls is None else use_controls[train],
+                ),
+                self._sampler(groups[train], c_train),
+                validation=validation,
             )
         # Every check has passed and training succeeded: now change self.
         self._set_fitted(X, shape, n_out, net)
@@ -255,8 +265,13 @@ class BENClassifier(ClassifierMixin, BENBase):
         proba : ndarray of shape (n_samples, n_classes)
             Probability of each class.
         """
-        X, groups, controls, norm = self._check_predict_inputs(X, groups, controls)
-        logits = self._forward(self.net_.module_, X, groups, controls, norm)
+        return self._proba(X, groups, controls, "predict_proba")
+
+    def _proba(self, X, groups, controls, method):
+        X, groups, controls, norm = self._check_predict_inputs(
+            X, groups, controls, method
+        )
+        logits = self._predict_outputs(self.net_.module_, X, groups, controls, norm)
         return torch.softmax(logits, dim=1).numpy()
 
     def predict(self, X, *, groups=None, controls=None):
@@ -276,7 +291,10 @@ class BENClassifier(ClassifierMixin, BENBase):
         y_pred : ndarray of shape (n_samples,)
             Predicted classes.
         """
-        proba = self.predict_proba(X, groups=groups, controls=controls)
+        return self._predict(X, groups, controls, "predict")
+
+    def _predict(self, X, groups, controls, method):
+        proba = self._proba(X, groups, controls, method)
         return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X, y, *, groups=None, controls=None, sample_weight=None):
@@ -300,7 +318,7 @@ class BENClassifier(ClassifierMixin, BENBase):
         score : float
             Mean accuracy.
         """
-        y_pred = self.predict(X, groups=groups, controls=controls)
+        y_pred = self._predict(X, groups, controls, "score")
         return accuracy_score(y, y_pred, sample_weight=sample_weight)
 
 
@@ -310,21 +328,3 @@ def _subset(X, mask):
     if is_dataset(X):
         return torch.utils.data.Subset(X, np.flatnonzero(mask).tolist())
     return X[mask]
-
-
-def _make_evaluate(estimator, X, y, groups, controls, held_out):
-    """Return ``evaluate(net) -> {"valid_loss", "valid_acc"}`` on held-out groups."""
-    X_val, y_val = _subset(X, held_out), torch.from_numpy(y[held_out])
-    g_val = groups[held_out]
-    c_val = None if controls is None else controls[held_out]
-    norm = estimator.norm
-
-    def evaluate(net):
-        logits = estimator._forward(
-            net.module_, X_val, g_val, c_val, norm, device=net.device
-        )
-        loss = nn.functional.cross_entropy(logits, y_val).item()
-        acc = (logits.argmax(1) == y_val).double().mean().item()
-        return {"valid_loss": loss, "valid_acc": acc}
-
-    return evaluate

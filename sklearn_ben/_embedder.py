@@ -10,11 +10,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from torch import Tensor, nn
 
-from sklearn_ben._base import BENBase, _HeadNet, _seeded
+from sklearn_ben._base import NORMS, BENBase
 from sklearn_ben._data import BatchDataset
+from sklearn_ben._nets import HeadNet, seeded
 from sklearn_ben._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
-from sklearn_ben._validation import _plain
+from sklearn_ben._validation import _plain, check_labels
 from sklearn_ben.exceptions import GroupError
+from sklearn_ben.samplers import KeyedBatchSampler, batch_generators
 
 __all__ = ["BENEmbedder"]
 
@@ -39,47 +41,54 @@ class _ViewDataset(BatchDataset):
     """Builds K views of each unit of a batch, with ids for the loss.
 
     A unit is a sample or a bag. With ``distinct`` (MinCLR) the views of a bag
-    are K of its samples, drawn without replacement when the bag is big
-    enough; otherwise (SimCLR) they are K copies of one sample drawn from the
-    unit, which the augmentation then makes different.
+    are K different samples of it, drawn without replacement (a bag smaller
+    than K gives all its samples, then repeats, which the augmentation makes
+    different); otherwise (SimCLR) they are K copies of one sample drawn from
+    the unit, which the augmentation then makes different.
+
+    Items are ``(key, units)`` from a :class:`KeyedBatchSampler`: every random
+    draw comes from generators derived from the batch key, never from state
+    held here, so DataLoader workers do not replay one stream.
     """
 
-    def __init__(self, X, controls, *, members, n_views, augment, seed, distinct):
+    def __init__(self, X, controls, *, members, n_views, augment, distinct):
         super().__init__(X, None, controls)
         self.members = members  # unit -> array of sample indices
         self.n_views = n_views
         self.distinct = distinct
         self.augment = augment
-        self.generator = torch.Generator().manual_seed(seed)
-        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.members)
 
-    def __getitem__(self, units):
+    def __getitem__(self, keyed):
+        key, units = keyed
+        rng, generator = batch_generators(key)
         rows, ids = [], []
         for uid, unit in enumerate(units):
-            pool = self.members[int(unit)]
-            if len(pool) == 1 or not self.distinct:
-                pick = np.repeat(self.rng.choice(pool, 1), self.n_views)
-            else:
-                replace = len(pool) < self.n_views
-                pick = self.rng.choice(pool, self.n_views, replace=replace)
-            rows.append(pick)
+            rows.append(self._pick(self.members[int(unit)], rng))
             ids.append(np.full(self.n_views, uid))
         rows, ids = np.concatenate(rows), np.concatenate(ids)
         x = self.get_inputs(rows)  # (B*K, ...)
         if self.augment is not None:
-            x = self._augment(x)
+            x = self._augment(x, generator)
         inputs = {"X": x}
         if self.controls is not None:
             inputs["controls"] = torch.from_numpy(self.controls[rows])
         return inputs, torch.from_numpy(ids)
 
-    def _augment(self, x: Tensor) -> Tensor:
+    def _pick(self, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if not self.distinct or len(pool) == 1:
+            return np.repeat(rng.choice(pool, 1), self.n_views)
+        if len(pool) >= self.n_views:
+            return rng.choice(pool, self.n_views, replace=False)
+        extra = rng.choice(pool, self.n_views - len(pool), replace=True)
+        return np.concatenate([rng.permutation(pool), extra])
+
+    def _augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
         if x.dim() == 2:
-            return _feature_noise(x, self.generator)
-        return self.augment(x, generator=self.generator)
+            return _feature_noise(x, generator)
+        return self.augment(x, generator=generator)
 
 
 class BENEmbedder(BENBase):
@@ -97,8 +106,10 @@ class BENEmbedder(BENBase):
     method : {"simclr", "minclr", "supervised"}, default="simclr"
         ``"simclr"``: the views of a sample are ``n_views`` random
         augmentations of it. ``"minclr"``: the views are ``n_views`` different
-        samples of the same bag (e.g. cell crops of one image), drawn with
-        replacement when a bag has fewer; needs ``bags=`` in fit.
+        samples of the same bag (e.g. cell crops of one image), drawn without
+        replacement; needs ``bags=`` in fit. A bag with fewer than
+        ``n_views`` samples is refused unless ``augment`` is given (its
+        samples then repeat, and the augmentation makes the repeats differ).
         ``"supervised"``: a classification head on ``y`` (the paper's
         supervised single-cell baseline).
     n_views : int, default=5
@@ -277,19 +288,21 @@ class BENEmbedder(BENBase):
         )
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        with _seeded(seed):
+        with seeded(seed):
             backbone, n_out, shape = self._build_backbone(X)
             if self.method == "supervised":
                 head = nn.Linear(n_out, len(np.unique(y_enc)))
-                module = _HeadNet(backbone, head)
+                use = controls if NORMS[self.norm].controls else None
                 net = self._train(
-                    module, nn.CrossEntropyLoss, X, y_enc, groups, controls
+                    HeadNet(backbone, head),
+                    BatchDataset(X, y_enc, use),
+                    self._sampler(groups, controls),
                 )
             else:
-                module = _HeadNet(
-                    backbone, _projection_head(n_out, self.projection_dim)
+                head = _projection_head(n_out, self.projection_dim)
+                net = self._train_contrastive(
+                    HeadNet(backbone, head), X, groups, controls, bags, seed
                 )
-                net = self._train_contrastive(module, X, groups, controls, bags, seed)
         self._set_fitted(X, shape, n_out, net)
         if self.method == "supervised":
             self.classes_ = np.unique(y)
@@ -323,12 +336,7 @@ class BENEmbedder(BENBase):
                 "crop> or use method='simclr'."
             )
         if bags is not None:
-            bags = np.asarray(bags)
-            if bags.ndim != 1 or len(bags) != n:
-                raise ValueError(
-                    f"bags has {len(bags)} entries but X has {n} samples; pass one "
-                    "bag (source image) per row of X."
-                )
+            bags = check_labels(bags, "bags", n, what="bag (source image)")
             plates_per_bag = pd.Series(groups).groupby(bags).nunique()
             mixed = plates_per_bag[plates_per_bag > 1]
             if len(mixed):
@@ -337,6 +345,19 @@ class BENEmbedder(BENBase):
                     f"{_plain(mixed.index[0])!r}; a bag is one image (or well), so "
                     "it lies on one plate. Check that bags and groups are aligned."
                 )
+            if self.method == "minclr" and self.augment is None:
+                sizes = pd.Series(bags).value_counts()
+                small = sizes[sizes < self.n_views]
+                if len(small):
+                    raise ValueError(
+                        f"method='minclr' takes n_views={self.n_views} different "
+                        f"crops of a bag, but {len(small)} bag(s) have fewer, e.g. "
+                        f"bag {_plain(small.index[0])!r} with {int(small.iloc[0])}; "
+                        "without augmentation their views would repeat identical "
+                        "images. Lower n_views, drop small bags, or pass augment= "
+                        "(e.g. sklearn_ben.augment.MicroscopyAugment()) so that "
+                        "repeated crops differ."
+                    )
         if self.method == "supervised":
             bags = None  # the supervised baseline trains on every sample
         return X, y, groups, controls, bags, y_enc
@@ -361,21 +382,18 @@ class BENEmbedder(BENBase):
         unit_controls = None if controls is None else controls[first]
         dataset = _ViewDataset(
             X,
-            controls if self.norm == "controls" else None,
+            controls if NORMS[self.norm].controls else None,
             members=members,
             n_views=self.n_views,
             augment=augment,
-            seed=seed,
             distinct=self.method == "minclr",
         )
+        sampler = KeyedBatchSampler(self._sampler(unit_groups, unit_controls), seed)
         return self._train(
             module,
-            MultiViewNTXentLoss,
-            None,
-            None,
-            unit_groups,
-            unit_controls,
-            dataset=dataset,
+            dataset,
+            sampler,
+            criterion=MultiViewNTXentLoss,
             criterion_params={"temperature": self.temperature},
         )
 

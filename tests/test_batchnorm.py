@@ -9,7 +9,7 @@ from sklearn_ben.batchnorm import (
     GroupBatchNorm1d,
     GroupBatchNorm2d,
     GroupBatchNorm3d,
-    bn_mode,
+    bn_statistics,
     convert_batchnorm,
     group_forward,
     group_layers,
@@ -138,24 +138,27 @@ def test_group_forward_never_touches_running_stats(size, use_controls):
         group_forward(net, _chunks(x, mask, size), use_controls=use_controls)
     for key, value in net.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
-    assert all(layer.ben_mode == "default" for layer in group_layers(net))
+    assert not any(
+        vars(layer).keys() - vars(nn.BatchNorm2d(1)).keys()
+        for layer in group_layers(net)
+    )
 
 
-def test_bn_mode_controls_normalises_with_control_statistics():
+def test_bn_statistics_controls_normalises_with_control_statistics():
     layer = convert_batchnorm(nn.BatchNorm1d(1, affine=False, eps=0.0)).eval()
     x = torch.tensor([[1.0], [3.0], [100.0], [-50.0]])
     mask = torch.tensor([True, True, False, False])
-    with bn_mode(layer, "controls", mask=mask):
+    with bn_statistics("controls", mask=mask):
         out = layer(x)
     # controls: mean 2, biased std 1
     torch.testing.assert_close(out[:, 0], torch.tensor([-1.0, 1.0, 98.0, -52.0]))
 
 
-def test_bn_mode_controls_training_has_gradients_and_updates_running_stats():
+def test_bn_statistics_controls_training_has_gradients_and_updates_running_stats():
     layer = convert_batchnorm(nn.BatchNorm1d(3)).train()
     x = torch.randn(8, 3, requires_grad=True)
     mask = torch.tensor([True] * 4 + [False] * 4)
-    with bn_mode(layer, "controls", mask=mask):
+    with bn_statistics("controls", mask=mask):
         out = layer(x)
     out.square().sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
@@ -163,16 +166,18 @@ def test_bn_mode_controls_training_has_gradients_and_updates_running_stats():
     torch.testing.assert_close(layer.running_mean, expected)
 
 
-def test_bn_mode_rejects_unknown_mode():
-    with pytest.raises(ValueError, match="Unknown batch-norm mode 'plate'"):
-        with bn_mode(nn.Sequential(), "plate"):
+def test_bn_statistics_rejects_unknown_source():
+    with pytest.raises(
+        ValueError, match="Unknown batch-norm statistics source 'plate'"
+    ):
+        with bn_statistics("plate"):
             pass
 
 
-def test_bn_mode_controls_needs_a_mask():
+def test_bn_statistics_controls_needs_a_mask():
     layer = convert_batchnorm(nn.BatchNorm1d(2))
-    with pytest.raises(RuntimeError, match="needs a control mask"):
-        with bn_mode(layer, "controls"):
+    with pytest.raises(RuntimeError, match="need a control mask"):
+        with bn_statistics("controls"):
             layer(torch.randn(4, 2))
 
 
@@ -184,11 +189,11 @@ def test_group_forward_without_any_control_rows_raises():
         group_forward(net, _chunks(x, mask, 3), use_controls=True)
 
 
-def test_bn_mode_controls_sums_bfloat16_activations_in_float32():
+def test_bn_statistics_controls_sums_bfloat16_activations_in_float32():
     layer = convert_batchnorm(nn.BatchNorm1d(3)).eval()
     x = (torch.randn(64, 3) * 3 + 100).to(torch.bfloat16)
     mask = torch.arange(64) % 2 == 0
-    with bn_mode(layer, "controls", mask=mask):
+    with bn_statistics("controls", mask=mask):
         out = layer(x)
         expected = layer(x.float())
     assert out.dtype == torch.bfloat16

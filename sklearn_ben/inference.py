@@ -1,0 +1,127 @@
+"""Inference by plate: every group through the network with its own statistics.
+
+This is the inference half of the engine. It imports numpy and torch only (no
+scikit-learn, no skorch), so a plain PyTorch user can call
+:func:`predict_by_group` on any network converted with
+:func:`~sklearn_ben.batchnorm.convert_batchnorm`. The network is only read:
+its train/eval mode is not changed, no buffer is written, and all per-call
+state lives in the call, so several threads may predict with one network at
+once.
+"""
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sklearn_ben._data import BatchDataset
+from sklearn_ben.batchnorm import bn_statistics, check_source, group_forward
+
+__all__ = ["autocast", "group_indices", "predict_by_group"]
+
+
+def autocast(device, dtype: torch.dtype | None):
+    """``torch.autocast`` for ``dtype`` on ``device``, a no-op for ``None``."""
+    device_type = torch.device(device).type
+    return torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
+
+
+def group_indices(groups) -> list[np.ndarray]:
+    """Indices of each group, groups in order of first appearance."""
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    return [np.flatnonzero(inverse == k) for k in order]
+
+
+def predict_by_group(
+    module: nn.Module,
+    X,
+    groups=None,
+    controls=None,
+    *,
+    source: str = "batch",
+    chunk_size: int | None = None,
+    device="cpu",
+    dtype: torch.dtype | None = None,
+    inputs: Callable[[np.ndarray], Tensor] | None = None,
+) -> Tensor:
+    """Outputs of ``module`` for every row, each group with its own BN statistics.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A network converted by :func:`~sklearn_ben.batchnorm.convert_batchnorm`,
+        normally in eval mode (for dropout and friends); it is not modified.
+    X : ndarray of shape (n_samples, ...) or torch Dataset
+        Inputs; integer images are scaled to float32 chunk by chunk.
+    groups : array-like of shape (n_samples,), default=None
+        Group (plate) of each row; None is one group. Ignored for
+        ``source="running"``.
+    controls : ndarray of bool, shape (n_samples,), default=None
+        Control mask, needed for ``source="controls"``.
+    source : {"batch", "controls", "running"}, default="batch"
+        Statistics of each whole group, of its controls, or the running
+        averages of training (then rows go through in independent chunks).
+    chunk_size : int or None, default=None
+        Largest number of rows per forward pass; None sends each group at
+        once (``source="running"``: chunks of 256). Outputs do not depend on
+        it beyond float rounding.
+    device : str or torch.device, default="cpu"
+        Where the network runs.
+    dtype : torch.dtype or None, default=None
+        Autocast dtype (e.g. ``torch.bfloat16``); None runs in float32.
+    inputs : callable, default=None
+        ``inputs(indices) -> float32 tensor``; by default the rows of ``X``
+        scaled by :class:`~sklearn_ben._data.BatchDataset`.
+
+    Returns
+    -------
+    out : torch.Tensor of shape (n_samples, ...)
+        Float32 outputs on the CPU, in the order of ``X``.
+    """
+    check_source(source)
+    get = inputs or BatchDataset(X).get_inputs
+    n = len(X)
+    outputs = None
+    with torch.no_grad(), autocast(device, dtype):
+        if source == "running":
+            size = chunk_size or 256
+            parts = (np.arange(i, min(i + size, n)) for i in range(0, n, size))
+            results = (
+                (idx, _forward_running(module, get, idx, device)) for idx in parts
+            )
+        else:
+            groups = np.zeros(n, dtype=int) if groups is None else np.asarray(groups)
+            results = (
+                (
+                    idx,
+                    _forward_group(
+                        module, get, idx, controls, source, chunk_size, device
+                    ),
+                )
+                for idx in group_indices(groups)
+            )
+        for idx, out in results:
+            if outputs is None:
+                outputs = torch.empty((n, *out.shape[1:]))
+            outputs[torch.from_numpy(idx)] = out.float().cpu()
+    return outputs
+
+
+def _forward_running(module, get, idx, device):
+    with bn_statistics("running"):
+        return module(get(idx).to(device))
+
+
+def _forward_group(module, get, idx, controls, source, chunk_size, device):
+    size = chunk_size or len(idx)
+    chunks = [idx[i : i + size] for i in range(0, len(idx), size)]
+    use_controls = source == "controls"
+
+    def batches():
+        for c in chunks:
+            mask = torch.from_numpy(controls[c]).to(device) if use_controls else None
+            yield get(c).to(device), mask
+
+    return group_forward(module, batches, use_controls=use_controls)
