@@ -4,13 +4,14 @@
   of treatment profiles by cosine similarity, with the neighbour not of the
   same compound (NSC) or neither of the same compound nor batch (NSCB), as in
   the BBBC021 studies (Ljosa et al. 2013; Ando et al. 2017).
-- :func:`aggregate_treatments`: well or cell profiles to one profile per
-  treatment (median).
+- :func:`aggregate_treatments`: deprecated, use
+  :func:`sklearn_ben.profiles.aggregate_profiles`.
 - :func:`batch_mixing_score`: share of samples whose nearest neighbour is from
   the same batch, beside its chance level (Lin & Lu).
 - :func:`top_k_accuracy_score`: scikit-learn's, re-exported.
 """
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -22,6 +23,7 @@ from sklearn.utils import check_array
 from sklearn_ben._scorer import BENScorer, make_ben_scorer
 from sklearn_ben._sklearn_compat import StrOptions, validate_params
 from sklearn_ben._validation import check_labels
+from sklearn_ben.profiles import aggregate_profiles
 
 __all__ = [
     "BENScorer",
@@ -62,16 +64,13 @@ def _feature_frame(X):
     return pd.DataFrame(X, columns=list(names))
 
 
-@validate_params(
-    {
-        "X": ["array-like"],
-        "by": ["array-like"],
-        "func": [StrOptions({"median", "mean"})],
-    },
-    prefer_skip_nested_validation=True,
-)
 def aggregate_treatments(X, by, *, func="median"):
-    """Aggregate sample profiles to one profile per treatment.
+    """Aggregate sample profiles to one profile per treatment (deprecated).
+
+    .. deprecated:: 0.1
+        Use :func:`sklearn_ben.profiles.aggregate_profiles`, the one
+        implementation, which also carries metadata columns; this alias will
+        be removed in 0.3.
 
     Parameters
     ----------
@@ -81,35 +80,30 @@ def aggregate_treatments(X, by, *, func="median"):
         Treatment of each sample, or a DataFrame of columns that together
         name it (e.g. compound and concentration).
     func : {"median", "mean"}, default="median"
-        How to aggregate each feature; the median is the BBBC021 standard.
+        How to aggregate each feature.
 
     Returns
     -------
     profiles : DataFrame of shape (n_treatments, n_features)
-        One row per treatment, sorted by treatment; the index holds the
-        treatment (a MultiIndex when ``by`` is a DataFrame); the columns are
-        the columns of ``X`` when it is a DataFrame, else ``x0, x1, ...``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_ben.metrics import aggregate_treatments
-    >>> X = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 10.0], [7.0, 7.0]])
-    >>> aggregate_treatments(X, ["a", "a", "a", "b"])
-                x0   x1
-    treatment
-    a          3.0  2.0
-    b          7.0  7.0
+        One row per treatment, sorted, indexed by the treatment (a MultiIndex
+        when ``by`` is a DataFrame); columns as ``X``'s, else ``x0, x1, ...``.
     """
+    warnings.warn(
+        "aggregate_treatments is deprecated and will be removed in 0.3; use "
+        "sklearn_ben.profiles.aggregate_profiles(X, metadata, by=columns, "
+        "how=func), which also carries the metadata columns.",
+        FutureWarning,
+        stacklevel=2,
+    )
     frame = _feature_frame(X)
     n = frame.shape[0]
     if isinstance(by, pd.DataFrame):
-        keys = [_labels(by[c], f"by[{c!r}]", n) for c in by.columns]
         names = list(by.columns)
+        meta = pd.DataFrame({c: _labels(by[c], f"by[{c!r}]", n) for c in names})
     else:
-        keys, names = [_labels(by, "by", n)], ["treatment"]
-    series = [pd.Series(k, name=name) for k, name in zip(keys, names)]
-    return frame.groupby(series, sort=True).agg(func)
+        names = ["treatment"]
+        meta = pd.DataFrame({"treatment": _labels(by, "by", n)})
+    return aggregate_profiles(frame, meta, by=names, how=func, keep=[]).set_index(names)
 
 
 def _per_treatment(values, name, treatment):
@@ -173,8 +167,8 @@ def moa_accuracy(
     treatment : array-like of shape (n_samples,), default=None
         Treatment of each sample (e.g. ``compound + "@" + concentration``).
         When given, ``X`` is first aggregated to one profile per treatment
-        with :func:`aggregate_treatments`; ``moa``, ``compound`` and ``batch``
-        must then be constant within each treatment.
+        with :func:`sklearn_ben.profiles.aggregate_profiles`; ``moa``,
+        ``compound`` and ``batch`` must then be constant within each treatment.
     aggregate : {"median", "mean"}, default="median"
         Aggregation used with ``treatment``.
 
@@ -224,7 +218,9 @@ def moa_accuracy(
     meta = {name: _labels(v, name, n) for name, v in meta.items()}
     if treatment is not None:
         treatment = _labels(treatment, "treatment", n)
-        X = aggregate_treatments(X, treatment, func=aggregate).to_numpy()
+        meta_frame = pd.DataFrame({"treatment": treatment})
+        X = aggregate_profiles(X, meta_frame, by="treatment", how=aggregate)
+        X = X.drop(columns="treatment").to_numpy()
         meta = {k: _per_treatment(v, k, treatment) for k, v in meta.items()}
     candidate = meta["compound"][:, None] != meta["compound"][None, :]
     if exclude == "compound_batch":

@@ -108,25 +108,29 @@ def test_moa_accuracy_rejects_moa_varying_within_treatment():
 @pytest.mark.parametrize(
     ("func", "expected"), [("median", [3.0, 2.0]), ("mean", [3.0, 4.0])]
 )
-def test_aggregate_profiles_hand_computed(func, expected):
+def test_aggregate_treatments_is_deprecated_and_hand_computed(func, expected):
     X = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 10.0], [7.0, 7.0]])
-    out = aggregate_treatments(X, ["a", "a", "a", "b"], func=func)
+    with pytest.warns(FutureWarning, match="aggregate_treatments is deprecated"):
+        out = aggregate_treatments(X, ["a", "a", "a", "b"], func=func)
+    assert list(out.columns) == ["x0", "x1"] and out.index.name == "treatment"
     np.testing.assert_allclose(out.loc["a"], expected)
     np.testing.assert_allclose(out.loc["b"], [7.0, 7.0])
 
 
-def test_aggregate_profiles_keys_from_dataframe_and_feature_names():
+def test_aggregate_treatments_keys_from_dataframe_and_feature_names():
     X = pd.DataFrame({"f": [1.0, 3.0, 8.0]})
     by = pd.DataFrame({"compound": ["c", "c", "c"], "dose": [1.0, 1.0, 3.0]})
-    out = aggregate_treatments(X, by)
+    with pytest.warns(FutureWarning, match="use sklearn_ben.profiles"):
+        out = aggregate_treatments(X, by)
     assert out.index.names == ["compound", "dose"]
     assert list(out.columns) == ["f"]
     np.testing.assert_allclose(out["f"], [2.0, 8.0])
 
 
-def test_aggregate_profiles_rejects_two_dimensional_by():
-    with pytest.raises(ValueError, match="by must be one-dimensional"):
-        aggregate_treatments(np.ones((2, 2)), np.ones((2, 2)))
+def test_aggregate_treatments_rejects_two_dimensional_by():
+    with pytest.warns(FutureWarning, match="deprecated"):
+        with pytest.raises(ValueError, match="by must be one-dimensional"):
+            aggregate_treatments(np.ones((2, 2)), np.ones((2, 2)))
 
 
 @pytest.mark.parametrize(
