@@ -217,6 +217,12 @@ def moa_accuracy(
     ...
     ValueError: No treatment has a candidate neighbour of its own MoA ...
     """
+    correct = _moa_hits(X, moa, compound, batch, exclude, treatment, aggregate)
+    return MoAAccuracy(float(correct.mean()), len(correct))
+
+
+def _moa_hits(X, moa, compound, batch, exclude, treatment, aggregate):
+    """Whether each counted treatment's neighbour has its MoA (for bootstraps)."""
     X = check_array(X, dtype=np.float64)
     n = X.shape[0]
     if exclude == "compound_batch" and batch is None:
@@ -250,7 +256,7 @@ def moa_accuracy(
     similarity = np.where(candidate, unit @ unit.T, -np.inf)
     neighbour = similarity.argmax(axis=1)
     correct = meta["moa"][neighbour] == meta["moa"]
-    return MoAAccuracy(float(correct[counted].mean()), int(counted.sum()))
+    return correct[counted]
 
 
 @validate_params(
