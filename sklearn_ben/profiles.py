@@ -5,14 +5,17 @@
   is constant per profile.
 - :func:`treatment_profiles`: mean per image or well, then median per
   treatment, the usual two-step aggregation of cell profiling.
+- :func:`split_profiles`: a pycytominer-style table (``Metadata_*`` columns
+  beside the features) into features, metadata, groups and controls.
 
 Everything here needs numpy, pandas and scikit-learn only (no torch).
 """
 
 import numpy as np
 import pandas as pd
+from sklearn.utils import Bunch
 
-__all__ = ["aggregate_profiles", "treatment_profiles"]
+__all__ = ["aggregate_profiles", "split_profiles", "treatment_profiles"]
 
 _HOW = ("mean", "median")
 
@@ -189,3 +192,74 @@ def _check_profile_inputs(embeddings, metadata):
             f"feature columns {clash} are also metadata columns; rename one of them."
         )
     return features, metadata.reset_index(drop=True)
+
+
+def split_profiles(
+    table, *, groups="Metadata_Plate", controls=None, prefix="Metadata_"
+):
+    """Split a pycytominer-style profile table into features and metadata.
+
+    Parameters
+    ----------
+    table : DataFrame
+        One row per profile; metadata columns start with ``prefix``, every
+        other column is a feature.
+    groups : str or None, default="Metadata_Plate"
+        Column holding the plate (or batch) of each row.
+    controls : str, (str, value) or None, default=None
+        A boolean column marking the controls (``"Metadata_is_control"``),
+        or a column and the value that marks them
+        (``("Metadata_Compound", "DMSO")``).
+    prefix : str, default="Metadata_"
+        Prefix of the metadata columns.
+
+    Returns
+    -------
+    result : Bunch
+        ``X`` (DataFrame of the features, the table's index), ``metadata``
+        (DataFrame of the metadata columns), ``groups`` (ndarray or None)
+        and ``controls`` (boolean ndarray or None). ``pd.concat([metadata,
+        X], axis=1)`` gives the table back.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sklearn_ben.profiles import split_profiles
+    >>> table = pd.DataFrame({"Metadata_Plate": ["P1", "P1", "P2"],
+    ...                       "Metadata_Compound": ["DMSO", "taxol", "DMSO"],
+    ...                       "area": [1.0, 2.0, 3.0]})
+    >>> parts = split_profiles(table, controls=("Metadata_Compound", "DMSO"))
+    >>> list(parts.X.columns), parts.groups.tolist(), parts.controls.tolist()
+    (['area'], ['P1', 'P1', 'P2'], [True, False, True])
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(
+            f"table must be a pandas DataFrame, but got {type(table).__name__}."
+        )
+    meta_columns = [c for c in table.columns if str(c).startswith(prefix)]
+    features = [c for c in table.columns if c not in meta_columns]
+    if not features:
+        raise ValueError(
+            f"table has no feature columns: every column starts with {prefix!r}."
+        )
+    named = [groups] if groups is not None else []
+    column = controls[0] if isinstance(controls, tuple) else controls
+    named += [column] if column is not None else []
+    _check_columns(table, named, "groups/controls")
+    mask = None
+    if isinstance(controls, tuple):
+        mask = (table[column] == controls[1]).to_numpy()
+    elif controls is not None:
+        mask = table[column].to_numpy()
+        if mask.dtype != np.bool_:
+            raise ValueError(
+                f"controls column {column!r} must be boolean, but has dtype "
+                f"{mask.dtype}; pass (column, value), e.g. "
+                "('Metadata_Compound', 'DMSO')."
+            )
+    return Bunch(
+        X=table[features],
+        metadata=table[meta_columns],
+        groups=None if groups is None else table[groups].to_numpy(),
+        controls=mask,
+    )

@@ -107,3 +107,50 @@ def test_treatment_profiles_rejects_units_with_several_treatments(cells_table):
     embeddings, metadata = cells_table
     with pytest.raises(ValueError, match=r"treatment columns \['compound'\] vary"):
         treatment_profiles(embeddings, metadata, unit="plate", treatment="compound")
+
+
+def _pycytominer_table():
+    return pd.DataFrame(
+        {
+            "Metadata_Plate": ["P1", "P1", "P1", "P2", "P2", "P2"],
+            "Metadata_Compound": ["DMSO", "DMSO", "taxol"] * 2,
+            "Metadata_is_control": [True, True, False] * 2,
+            "Cells_AreaShape_Area": [1.0, 3.0, 7.0, 10.0, 20.0, 0.0],
+            "Nuclei_Intensity_Mean": [5.0, 7.0, 6.0, 1.0, 3.0, 2.0],
+        },
+        index=[3, 4, 5, 6, 7, 8],
+    )
+
+
+@pytest.mark.parametrize(
+    "controls", ["Metadata_is_control", ("Metadata_Compound", "DMSO")]
+)
+def test_split_profiles_round_trips_a_pycytominer_table(controls):
+    from sklearn_ben._tvn import PlateControlScaler
+    from sklearn_ben.profiles import split_profiles
+
+    table = _pycytominer_table()
+    parts = split_profiles(table, controls=controls)
+    assert list(parts.X.columns) == ["Cells_AreaShape_Area", "Nuclei_Intensity_Mean"]
+    assert parts.controls.tolist() == [True, True, False] * 2
+    pd.testing.assert_frame_equal(pd.concat([parts.metadata, parts.X], axis=1), table)
+    scaler = PlateControlScaler().set_output(transform="pandas")
+    out = scaler.fit_transform(parts.X, groups=parts.groups, controls=parts.controls)
+    back = pd.concat([parts.metadata, out], axis=1)
+    assert list(back.columns) == list(table.columns)
+    assert back["Cells_AreaShape_Area"].tolist() == [-1.0, 1.0, 5.0, -1.0, 1.0, -3.0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"controls": "Metadata_Compound"}, "controls column 'Metadata_Compound'"),
+        ({"groups": "Metadata_Well"}, r"names columns \['Metadata_Well'\]"),
+        ({"prefix": ""}, "table has no feature columns"),
+    ],
+)
+def test_split_profiles_rejects_bad_columns(kwargs, match):
+    from sklearn_ben.profiles import split_profiles
+
+    with pytest.raises(ValueError, match=match):
+        split_profiles(_pycytominer_table(), **kwargs)
