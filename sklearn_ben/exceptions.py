@@ -8,6 +8,7 @@ __all__ = [
     "BENError",
     "GroupError",
     "ControlsError",
+    "MissingMetadataError",
     "MissingMetadataWarning",
 ]
 
@@ -30,4 +31,12 @@ class MissingMetadataWarning(UserWarning):
     This happens when metadata routing is off and the estimator sits inside a
     ``Pipeline``, ``GridSearchCV`` or ``cross_validate``: scikit-learn then
     drops ``groups`` and ``controls`` before they reach the estimator.
+    """
+
+
+class MissingMetadataError(BENError, ValueError):
+    """``groups`` (or ``controls``) did not arrive and the configuration says raise.
+
+    Raised instead of :class:`MissingMetadataWarning` inside
+    ``sklearn_ben.config_context(on_missing_metadata="raise")``.
     """
