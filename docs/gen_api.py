@@ -11,7 +11,18 @@ from pathlib import Path
 
 #: (module, names); names=None documents the module's ``__all__``.
 SECTIONS = [
-    ("sklearn_ben", ["BENClassifier", "BENEmbedder", "TVN", "PlateControlScaler"]),
+    (
+        "sklearn_ben",
+        [
+            "BENClassifier",
+            "BENEmbedder",
+            "TVN",
+            "PlateControlScaler",
+            "config_context",
+            "get_config",
+            "set_config",
+        ],
+    ),
     ("sklearn_ben.samplers", None),
     ("sklearn_ben.batchnorm", None),
     ("sklearn_ben.inference", None),
@@ -20,6 +31,7 @@ SECTIONS = [
     ("sklearn_ben.augment", None),
     ("sklearn_ben.cells", None),
     ("sklearn_ben.metrics", None),
+    ("sklearn_ben.profiles", None),
     ("sklearn_ben.datasets", None),
     ("sklearn_ben.io", None),
     ("sklearn_ben.exceptions", None),

@@ -17,12 +17,16 @@ _EXPORTS = {
     "BENClassifier": "sklearn_ben._classifier",
     "BENEmbedder": "sklearn_ben._embedder",
     "TVN": "sklearn_ben._tvn",
-    "PlateControlScaler": "sklearn_ben._tvn",
+    "PlateControlScaler": "sklearn_ben._plate_scaler",
+    "config_context": "sklearn_ben._config",
+    "get_config": "sklearn_ben._config",
+    "set_config": "sklearn_ben._config",
     "convert_batchnorm": "sklearn_ben.batchnorm",
     "GroupBatchSampler": "sklearn_ben.samplers",
     "BENError": "sklearn_ben.exceptions",
     "ControlsError": "sklearn_ben.exceptions",
     "GroupError": "sklearn_ben.exceptions",
+    "MissingMetadataError": "sklearn_ben.exceptions",
     "MissingMetadataWarning": "sklearn_ben.exceptions",
 }
 

@@ -7,7 +7,6 @@ estimator -> glue -> sampler once at fit, and estimator -> engine once at
 predict.
 """
 
-import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -19,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from sklearn_ben._data import BatchDataset, _item_image, is_dataset
+from sklearn_ben._metadata import PlateMetadataMixin
 from sklearn_ben._sklearn_compat import HasMethods, Interval, StrOptions
 from sklearn_ben._training import GroupValidation, TrainSettings, train_network
 from sklearn_ben._validation import (
@@ -29,7 +29,7 @@ from sklearn_ben._validation import (
 )
 from sklearn_ben.backbones import BACKBONES, feature_dim, resolve_backbone
 from sklearn_ben.batchnorm import convert_batchnorm, group_layers
-from sklearn_ben.exceptions import ControlsError, MissingMetadataWarning
+from sklearn_ben.exceptions import ControlsError
 from sklearn_ben.inference import predict_by_group
 from sklearn_ben.samplers import GroupBatchSampler
 
@@ -54,7 +54,7 @@ NORMS = {
 }
 
 
-class BENBase(TransformerMixin, BaseEstimator):
+class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
     """Shared machinery of the BEN estimators (not public)."""
 
     _parameter_constraints = {
@@ -84,9 +84,6 @@ class BENBase(TransformerMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    __metadata_request__fit = _REQUEST
-    __metadata_request__transform = _REQUEST
-
     def set_params(self, **params):
         """Set parameters; ``module__<name>`` also works when module is a name.
 
@@ -108,32 +105,6 @@ class BENBase(TransformerMixin, BaseEstimator):
         if nested and isinstance(module, str) and module in BACKBONES:
             params["module"] = BACKBONES[module]()
         return super().set_params(**params)
-
-    def fit_transform(self, X, y=None, *, groups=None, controls=None, **fit_params):
-        """Fit, then transform the same samples, passing the plates to both.
-
-        scikit-learn's default ``fit_transform`` would drop ``groups`` and
-        ``controls`` before ``transform``.
-
-        Parameters
-        ----------
-        X : array-like or torch Dataset
-            Training samples.
-        y : array-like of shape (n_samples,), default=None
-            Targets, where the estimator uses them.
-        groups : array-like of shape (n_samples,), default=None
-            Plate of each sample.
-        controls : array-like of bool, shape (n_samples,), default=None
-            Control mask.
-        **fit_params : dict
-            Further metadata for ``fit``.
-
-        Returns
-        -------
-        features : ndarray of shape (n_samples, n_features_out_)
-        """
-        self.fit(X, y, groups=groups, controls=controls, **fit_params)
-        return self.transform(X, groups=groups, controls=controls)
 
     # ------------------------------------------------------------------ checks
     def _norm(self) -> _Norm:
@@ -157,11 +128,7 @@ class BENBase(TransformerMixin, BaseEstimator):
         n = len(X)
         groups, controls = check_groups(groups, n), check_controls(controls, n)
         if groups is None and (self.sampling == "group" or norm.per_group):
-            warnings.warn(
-                _missing_groups_message(self, "fit"),
-                MissingMetadataWarning,
-                stacklevel=3,
-            )
+            self._warn_missing_metadata("fit", self._one_plate_message("fit"))
         fit_groups = np.zeros(n, dtype=int) if groups is None else groups
         if norm.controls:
             if controls is None:
@@ -245,23 +212,17 @@ class BENBase(TransformerMixin, BaseEstimator):
         n = len(X)
         groups, controls = check_groups(groups, n), check_controls(controls, n)
         if norm.per_group and groups is None:
-            warnings.warn(
-                _missing_groups_message(self, method),
-                MissingMetadataWarning,
-                stacklevel=3,
-            )
+            self._warn_missing_metadata(method, self._one_plate_message(method))
         groups = np.zeros(n, dtype=int) if groups is None else groups
         if norm.per_group:
             check_group_sizes(groups, 2, what="predicted")
         if norm.controls:
             if controls is None:
-                warnings.warn(
-                    "norm='controls' but no controls reached this call, so each "
-                    "group is normalised with all of its samples (norm='group'); "
-                    "pass controls=<boolean mask>, or enable metadata routing "
-                    "inside Pipeline/GridSearchCV.",
-                    MissingMetadataWarning,
-                    stacklevel=3,
+                self._warn_missing_metadata(
+                    method,
+                    "with norm='controls' each group is normalised with all of "
+                    "its samples instead (norm='group')",
+                    what="controls",
                 )
                 norm = NORMS["group"]
             else:
@@ -414,6 +375,14 @@ class BENBase(TransformerMixin, BaseEstimator):
         backbone = self.net_.module_.backbone
         return self._predict_outputs(backbone, X, groups, controls, norm).numpy()
 
+    def _one_plate_message(self, method):
+        samples = "samples" if method == "fit" else "its samples"
+        return (
+            f"all {samples} are treated as one plate (sampling={self.sampling!r}, "
+            f"norm={self.norm!r}); score with sklearn_ben.metrics.make_ben_scorer() "
+            "so that plates reach predict"
+        )
+
     def get_feature_names_out(self, input_features=None):
         """Names of the ``transform`` outputs: ``<classname>0``, ``<classname>1``...
 
@@ -436,15 +405,3 @@ class BENBase(TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
-
-
-def _missing_groups_message(estimator, method):
-    name = type(estimator).__name__
-    return (
-        f"{name}.{method} got no groups, so all {'' if method == 'fit' else 'its '}"
-        f"samples are treated as one plate (sampling={estimator.sampling!r}, "
-        f"norm={estimator.norm!r}). Pass groups=<plate of each sample>; inside "
-        "Pipeline, GridSearchCV or cross_validate, turn on "
-        "sklearn.set_config(enable_metadata_routing=True) so that groups reach "
-        "the estimator, and score with sklearn_ben.metrics.make_ben_scorer()."
-    )

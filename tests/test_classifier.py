@@ -10,7 +10,14 @@ import torch
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from torch import nn
 
-from sklearn_ben import BENClassifier, ControlsError, GroupError, MissingMetadataWarning
+from sklearn_ben import (
+    BENClassifier,
+    ControlsError,
+    GroupError,
+    MissingMetadataError,
+    MissingMetadataWarning,
+    config_context,
+)
 from sklearn_ben.backbones import MLP, ResNet, SmallCNN
 from sklearn_ben.batchnorm import group_layers
 from tests.conftest import tiny_classifier
@@ -461,7 +468,10 @@ def test_ben_classifier_predict_controls_errors(fitted_controls, plates, split):
     few[0] = True
     with pytest.raises(ControlsError, match=r"in predict 1 plate\(s\) have fewer"):
         fitted_controls.predict(X, groups=groups, controls=few)
-    with pytest.warns(MissingMetadataWarning, match="no controls reached this call"):
+    with pytest.warns(
+        MissingMetadataWarning,
+        match=r"BENClassifier\.predict got no controls, so with norm='controls'",
+    ):
         fitted_controls.predict(X, groups=groups)
 
 
@@ -470,9 +480,25 @@ def test_ben_classifier_predict_single_sample_plate(fitted_ben, plates):
         fitted_ben.predict(plates.X[:3], groups=np.array(["a", "a", "b"]))
 
 
-def test_ben_classifier_predict_without_groups_warns(fitted_ben, plates):
-    with pytest.warns(MissingMetadataWarning, match="predict got no groups"):
-        fitted_ben.predict(plates.X[:10])
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "transform"])
+def test_ben_classifier_missing_groups_warning_names_the_method(
+    fitted_ben, plates, method
+):
+    with pytest.warns(
+        MissingMetadataWarning, match=rf"BENClassifier\.{method} got no groups"
+    ):
+        getattr(fitted_ben, method)(plates.X[:10])
+
+
+@pytest.mark.parametrize("method", ["predict", "transform"])
+def test_ben_classifier_missing_groups_raises_in_strict_mode(
+    fitted_ben, plates, method
+):
+    with config_context(on_missing_metadata="raise"):
+        with pytest.raises(MissingMetadataError, match=rf"{method} got no groups"):
+            getattr(fitted_ben, method)(plates.X[:10])
+    with pytest.warns(MissingMetadataWarning):  # the default again outside
+        getattr(fitted_ben, method)(plates.X[:10])
 
 
 def test_ben_classifier_frozen_predict_without_groups_is_silent(plates, split):
