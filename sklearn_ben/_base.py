@@ -7,6 +7,7 @@ estimator -> glue -> sampler once at fit, and estimator -> engine once at
 predict.
 """
 
+import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from sklearn_ben._data import BatchDataset, _item_image, is_dataset
 from sklearn_ben._metadata import PlateMetadataMixin
+from sklearn_ben._scaling import check_intensity
 from sklearn_ben._sklearn_compat import HasMethods, Interval, StrOptions
 from sklearn_ben._training import GroupValidation, TrainSettings, train_network
 from sklearn_ben._validation import (
@@ -26,10 +28,11 @@ from sklearn_ben._validation import (
     check_controls_per_group,
     check_group_sizes,
     check_groups,
+    format_counts,
 )
 from sklearn_ben.backbones import BACKBONES, feature_dim, resolve_backbone
 from sklearn_ben.batchnorm import convert_batchnorm, group_layers
-from sklearn_ben.exceptions import ControlsError
+from sklearn_ben.exceptions import ControlsError, DegenerateStatisticsWarning
 from sklearn_ben.inference import predict_by_group
 from sklearn_ben.samplers import GroupBatchSampler
 
@@ -80,6 +83,7 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device],
         "num_workers": [Interval(Integral, 0, None, closed="left")],
         "precision": [StrOptions(set(_PRECISIONS))],
+        "intensity": [StrOptions({"dtype", "none"}), tuple, list],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -124,7 +128,9 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
                 "n_iter_no_change needs held-out groups to watch; set "
                 "validation_fraction (e.g. 0.2) or n_iter_no_change=None."
             )
+        self._resolve_device()  # refuses an unavailable device before any work
         X, y = self._check_X(X, y, fitting=True)
+        check_intensity(self.intensity, n_channels=self._input_shape(X)[0])
         n = len(X)
         groups, controls = check_groups(groups, n), check_controls(controls, n)
         if groups is None and (self.sampling == "group" or norm.per_group):
@@ -179,17 +185,27 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
                 f"X must be a feature table (n_samples, n_features) or images "
                 f"(n_samples, channels, height, width), but got shape {X.shape}."
             )
+        _check_float32_range(X)
+        _check_channels_first(X.shape[1:])
         return X, y
 
     def _input_shape(self, X):
         if is_dataset(X):
-            return tuple(_item_image(X[0]).shape)
+            shape = tuple(_item_image(X[0]).shape)
+            _check_channels_first(shape)
+            return shape
         return tuple(X.shape[1:])
+
+    def _input_dtype(self, X):
+        if is_dataset(X):
+            return str(_item_image(X[0]).numpy().dtype)
+        return str(X.dtype)
 
     def _check_predict_inputs(self, X, groups, controls, method):
         """Checks of every inference call; returns inputs and the norm to use."""
         check_is_fitted(self)
         norm = self._norm()
+        X_in = X  # feature names are read from X as passed (e.g. a DataFrame)
         X, _ = self._check_X(X)
         shape = self._input_shape(X)
         name = type(self).__name__
@@ -208,7 +224,17 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
                 f"{what} in the same order as in fit."
             )
         if not is_dataset(X):
-            validate_data(self, X, reset=False, skip_check_array=True)
+            validate_data(self, X_in, reset=False, skip_check_array=True)
+        if shape[1:] != tuple(self.input_shape_[1:]):
+            warnings.warn(
+                f"X has images of size {shape[1:]}, but {name} was fitted on "
+                f"{tuple(self.input_shape_[1:])}; the network accepts them, but "
+                "features learnt at one scale may not hold at another. Crop or "
+                "resize to the training size unless this is intended.",
+                UserWarning,
+                stacklevel=3,
+            )
+        self._check_input_dtype(X)
         n = len(X)
         groups, controls = check_groups(groups, n), check_controls(controls, n)
         if norm.per_group and groups is None:
@@ -216,6 +242,7 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         groups = np.zeros(n, dtype=int) if groups is None else groups
         if norm.per_group:
             check_group_sizes(groups, 2, what="predicted")
+            _warn_small_groups(groups, None if not norm.controls else controls)
         if norm.controls:
             if controls is None:
                 self._warn_missing_metadata(
@@ -234,7 +261,33 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         device = str(self.device)
         if device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, ValueError):
+            raise ValueError(
+                f"device={device!r} is not a device torch knows; use 'auto', "
+                "'cpu', 'cuda' or 'cuda:<index>'."
+            ) from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} but no CUDA GPU is available on this machine; "
+                "use device='auto' (CUDA when present, else CPU) or device='cpu'."
+            )
         return device
+
+    def _check_input_dtype(self, X):
+        """Refuse a dtype change that the intensity spec would turn into a rescale."""
+        dtype, fitted = self._input_dtype(X), getattr(self, "input_dtype_", None)
+        if fitted is None or dtype == fitted or self.intensity != "dtype":
+            return
+        if np.dtype(dtype).kind in "ui" or np.dtype(fitted).kind in "ui":
+            raise ValueError(
+                f"X has dtype {dtype}, but {type(self).__name__} was fitted on "
+                f"{fitted} inputs; with intensity='dtype' integers are divided by "
+                "their dtype's maximum, so the same images would reach the "
+                f"network rescaled. Pass X.astype({fitted!r}) as in fit, or fit "
+                "with an intensity= that does not depend on the dtype."
+            )
 
     def _build_backbone(self, X):
         shape = self._input_shape(X)
@@ -246,7 +299,9 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
                 "change nothing; add BatchNorm layers to the network or use "
                 "norm='frozen'."
             )
-        probe = BatchDataset(X).get_inputs(np.arange(min(2, len(X))))
+        probe = BatchDataset(X, intensity=self.intensity).get_inputs(
+            np.arange(min(2, len(X)))
+        )
         return backbone, feature_dim(backbone, probe), shape
 
     def _split_validation(self, groups, random_state):
@@ -319,6 +374,7 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
             controls if norm.controls else None,
             source=norm.source,
             chunk_size=self.predict_batch_size,
+            intensity=self.intensity,
         )
 
     # ---------------------------------------------------------------- inference
@@ -339,18 +395,29 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
             chunk_size=self.predict_batch_size,
             device=self.net_.device,
             dtype=_PRECISIONS[self.precision],
+            intensity=self.intensity,
         )
 
-    def _set_fitted(self, X, shape, n_out, net):
-        """Record the fitted state; called once every check and training passed."""
+    def _set_fitted(self, X_in, X, shape, n_out, net):
+        """Record the fitted state; called once every check and training passed.
+
+        ``X_in`` is ``X`` as the user passed it (feature names are read from a
+        DataFrame), ``X`` the validated array or dataset.
+        """
         if not is_dataset(X):
-            validate_data(self, X, reset=True, skip_check_array=True)
+            validate_data(self, X_in, reset=True, skip_check_array=True)
         else:
             self.n_features_in_ = shape[0]
         self.input_shape_ = shape
+        self.input_dtype_ = self._input_dtype(X)
         self.n_features_out_ = n_out
         self.net_ = net
-        self.device_ = str(net.device)
+
+    @property
+    def device_(self):
+        """Device of the fitted network now (CPU after loading a GPU model here)."""
+        check_is_fitted(self)
+        return str(self.net_.device)
 
     def transform(self, X, *, groups=None, controls=None):
         """Backbone features (embeddings), each plate with its own BN statistics.
@@ -405,3 +472,50 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
+
+
+#: Plates (or control sets) smaller than this get a warning at predict.
+MIN_RELIABLE_ROWS = 5
+
+
+def _warn_small_groups(groups, controls):
+    """Warn about plates whose statistics come from fewer than 5 rows."""
+    labels, counts = np.unique(
+        groups if controls is None else groups[controls], return_counts=True
+    )
+    small = {g: int(n) for g, n in zip(labels, counts) if n < MIN_RELIABLE_ROWS}
+    if small:
+        rows = "samples" if controls is None else "controls"
+        warnings.warn(
+            f"{len(small)} predicted plate(s) have fewer than {MIN_RELIABLE_ROWS} "
+            f"{rows} to compute batch-norm statistics from: {format_counts(small)}; "
+            "statistics of so few rows are noisy and their predictions can "
+            "differ from those made with the whole plate. Predict whole plates, "
+            "or adapt the model to the plate first.",
+            DegenerateStatisticsWarning,
+            stacklevel=4,
+        )
+
+
+def _check_float32_range(X):
+    """Refuse float values that would become inf when converted to float32."""
+    if X.dtype.kind == "f" and X.dtype.itemsize > 4 and X.size:
+        limit = np.finfo(np.float32).max
+        low, high = float(X.min()), float(X.max())
+        if high > limit or low < -limit:
+            raise ValueError(
+                f"X holds values up to {max(abs(low), abs(high)):.3g}, beyond "
+                f"float32's range (+-{limit:.3g}), in which the network computes; "
+                "rescale X (e.g. divide by a constant) before fit and predict."
+            )
+
+
+def _check_channels_first(shape):
+    """Refuse images that look channels-last: (H, W, C) instead of (C, H, W)."""
+    if len(shape) == 3 and shape[2] <= 8 < shape[0] and shape[0] == shape[1]:
+        raise ValueError(
+            f"Images must be channels-first (channels, height, width), but one "
+            f"sample has shape {shape}, which looks channels-last ({shape[2]} "
+            "channels last); pass X.transpose(0, 3, 1, 2) (numpy) or "
+            "X.permute(0, 3, 1, 2) (torch)."
+        )

@@ -81,6 +81,14 @@ class BENClassifier(ClassifierMixin, BENBase):
         "bfloat16" runs forward passes (training and inference) under
         ``torch.autocast`` in bfloat16 (mixed precision: faster on recent GPUs);
         batch-norm statistics and the loss stay in float32.
+    intensity : {"dtype", "none"}, (low, high) or ("percentile", lo, hi), \
+            default="dtype"
+        How raw values become network inputs, batch by batch, the same in
+        fit and predict: integers divided by their dtype's maximum
+        (``"dtype"``, floats unchanged); values as they are (``"none"``); a
+        fixed ``(low, high)`` per channel mapped to [0, 1]; or each image's
+        percentiles. With ``"dtype"``, predicting on another dtype than fit's
+        is refused (it would rescale the inputs).
     random_state : int, RandomState instance or None, default=None
         Seeds weights, sampling and validation split. On CPU, the same seed
         gives the same predictions.
@@ -156,6 +164,7 @@ class BENClassifier(ClassifierMixin, BENBase):
         device="auto",
         num_workers=0,
         precision="float32",
+        intensity="dtype",
         random_state=None,
         verbose=0,
     ):
@@ -174,6 +183,7 @@ class BENClassifier(ClassifierMixin, BENBase):
         self.device = device
         self.num_workers = num_workers
         self.precision = precision
+        self.intensity = intensity
         self.random_state = random_state
         self.verbose = verbose
 
@@ -199,6 +209,7 @@ class BENClassifier(ClassifierMixin, BENBase):
         self : BENClassifier
             The fitted estimator.
         """
+        X_in = X
         X, y, groups, controls = self._check_fit_inputs(X, y, groups, controls)
         if y is None:
             raise ValueError(
@@ -238,12 +249,13 @@ class BENClassifier(ClassifierMixin, BENBase):
                     _subset(X, train),
                     y_enc[train],
                     None if use_controls is None else use_controls[train],
+                    intensity=self.intensity,
                 ),
                 self._sampler(groups[train], c_train),
                 validation=validation,
             )
         # Every check has passed and training succeeded: now change self.
-        self._set_fitted(X, shape, n_out, net)
+        self._set_fitted(X_in, X, shape, n_out, net)
         self.classes_ = encoder.classes_
         return self
 

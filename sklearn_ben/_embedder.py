@@ -51,8 +51,10 @@ class _ViewDataset(BatchDataset):
     held here, so DataLoader workers do not replay one stream.
     """
 
-    def __init__(self, X, controls, *, members, n_views, augment, distinct):
-        super().__init__(X, None, controls)
+    def __init__(
+        self, X, controls, *, members, n_views, augment, distinct, intensity="dtype"
+    ):
+        super().__init__(X, None, controls, intensity=intensity)
         self.members = members  # unit -> array of sample indices
         self.n_views = n_views
         self.distinct = distinct
@@ -152,6 +154,14 @@ class BENEmbedder(BENBase):
         "bfloat16" runs forward passes (training and inference) under
         ``torch.autocast`` in bfloat16 (mixed precision: faster on recent GPUs);
         batch-norm statistics and the loss stay in float32.
+    intensity : {"dtype", "none"}, (low, high) or ("percentile", lo, hi), \
+            default="dtype"
+        How raw values become network inputs, batch by batch, the same in
+        fit and predict: integers divided by their dtype's maximum
+        (``"dtype"``, floats unchanged); values as they are (``"none"``); a
+        fixed ``(low, high)`` per channel mapped to [0, 1]; or each image's
+        percentiles. With ``"dtype"``, predicting on another dtype than fit's
+        is refused (it would rescale the inputs).
     random_state : int, RandomState instance or None, default=None
         Seeds weights, sampling and augmentations.
     verbose : int, default=0
@@ -234,6 +244,7 @@ class BENEmbedder(BENBase):
         device="auto",
         num_workers=0,
         precision="float32",
+        intensity="dtype",
         random_state=None,
         verbose=0,
     ):
@@ -255,6 +266,7 @@ class BENEmbedder(BENBase):
         self.device = device
         self.num_workers = num_workers
         self.precision = precision
+        self.intensity = intensity
         self.random_state = random_state
         self.verbose = verbose
 
@@ -283,6 +295,7 @@ class BENEmbedder(BENBase):
         -------
         self : BENEmbedder
         """
+        X_in = X
         X, y, groups, controls, bags, y_enc = self._check_embedder_inputs(
             X, y, groups, controls, bags
         )
@@ -295,7 +308,7 @@ class BENEmbedder(BENBase):
                 use = controls if NORMS[self.norm].controls else None
                 net = self._train(
                     HeadNet(backbone, head),
-                    BatchDataset(X, y_enc, use),
+                    BatchDataset(X, y_enc, use, intensity=self.intensity),
                     self._sampler(groups, controls),
                 )
             else:
@@ -303,7 +316,7 @@ class BENEmbedder(BENBase):
                 net = self._train_contrastive(
                     HeadNet(backbone, head), X, groups, controls, bags, seed
                 )
-        self._set_fitted(X, shape, n_out, net)
+        self._set_fitted(X_in, X, shape, n_out, net)
         if self.method == "supervised":
             self.classes_ = np.unique(y)
         return self
@@ -387,6 +400,7 @@ class BENEmbedder(BENBase):
             n_views=self.n_views,
             augment=augment,
             distinct=self.method == "minclr",
+            intensity=self.intensity,
         )
         sampler = KeyedBatchSampler(self._sampler(unit_groups, unit_controls), seed)
         return self._train(

@@ -18,6 +18,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
+from sklearn_ben.exceptions import TrainingDivergedError
 from sklearn_ben.inference import autocast, predict_by_group
 
 __all__ = ["GroupValidation", "TrainSettings", "train_network"]
@@ -47,6 +48,17 @@ class _AutocastNet(NeuralNet):
     """
 
     autocast_dtype = None
+    interrupted_at = None  # epoch at which Ctrl-C stopped training
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        # skorch swallows KeyboardInterrupt (its EarlyStopping raises one to
+        # stop); note a user's Ctrl-C so that train_network re-raises it.
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt:
+            if not _stopped_early(self):
+                self.interrupted_at = len(self.history)
+            return self
 
     def infer(self, x, **fit_params):
         with autocast(self.device, self.autocast_dtype):
@@ -73,6 +85,21 @@ class _WarmupCosine:
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+class _FiniteLoss(Callback):
+    """Stops training at the first batch whose loss is not finite."""
+
+    def on_batch_end(self, net, batch=None, training=True, loss=None, **kwargs):
+        if loss is not None and not torch.isfinite(loss).all():
+            epoch = len(net.history)
+            step = len(net.history[-1, "batches"]) if len(net.history) else 0
+            raise TrainingDivergedError(
+                f"Training diverged: the loss became {loss.item()} in epoch "
+                f"{epoch} (batch {step}) with lr={net.lr}; lower lr (e.g. by "
+                "10x), check the inputs' scale (intensity=), or use "
+                "precision='float32'. The estimator keeps its previous state."
+            )
+
+
 class GroupValidation(Callback):
     """Scores held-out groups after each epoch with group-wise inference.
 
@@ -92,9 +119,14 @@ class GroupValidation(Callback):
         Statistics source at inference.
     chunk_size : int or None
         Rows per forward pass.
+    intensity : str or tuple, default="dtype"
+        Intensity spec of the inputs.
     """
 
-    def __init__(self, X, y, groups, controls, *, source, chunk_size=None):
+    def __init__(
+        self, X, y, groups, controls, *, source, chunk_size=None, intensity="dtype"
+    ):
+        self.intensity = intensity
         self.X = X
         self.y = y
         self.groups = groups
@@ -114,6 +146,7 @@ class GroupValidation(Callback):
             chunk_size=self.chunk_size,
             device=net.device,
             dtype=net.autocast_dtype,
+            intensity=self.intensity,
         )
         y = torch.from_numpy(np.asarray(self.y))
         net.history.record("valid_loss", nn.functional.cross_entropy(logits, y).item())
@@ -164,7 +197,7 @@ def train_network(
     schedule = _WarmupCosine(
         settings.warmup_epochs * steps, steps * settings.max_epochs
     )
-    callbacks = []
+    callbacks = [("finite_loss", _FiniteLoss())]
     if validation is not None:
         callbacks.append(("group_validation", validation))
         if settings.n_iter_no_change is not None:
@@ -199,7 +232,35 @@ def train_network(
     )
     net.autocast_dtype = settings.dtype
     net.fit(dataset, None)
+    if net.interrupted_at is not None:
+        raise KeyboardInterrupt(
+            f"fit was interrupted in epoch {net.interrupted_at} of "
+            f"{settings.max_epochs}; nothing was fitted and the estimator keeps "
+            "its previous state."
+        )
+    _check_finite_weights(net.module_)
     # The sampler holds the training groups; it is not needed any more.
     net.iterator_train__sampler = None
     net.module_.eval()  # once; inference never flips it
     return net
+
+
+def _stopped_early(net) -> bool:
+    return any(
+        isinstance(cb, EarlyStopping) and cb.misses_ >= cb.patience
+        for _, cb in net.callbacks_
+    )
+
+
+def _check_finite_weights(module: nn.Module) -> None:
+    bad = [
+        name
+        for name, p in module.state_dict().items()
+        if p.is_floating_point() and not torch.isfinite(p).all()
+    ]
+    if bad:
+        raise TrainingDivergedError(
+            f"Training ended with non-finite values in {len(bad)} tensor(s) of the "
+            f"network, e.g. {bad[0]!r}; lower lr or check the inputs' scale. The "
+            "estimator keeps its previous state."
+        )

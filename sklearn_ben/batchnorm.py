@@ -49,6 +49,7 @@ __all__ = [
     "group_forward",
     "group_layers",
     "named_group_layers",
+    "watch_degenerate",
 ]
 
 SOURCES = ("running", "batch", "controls")
@@ -65,6 +66,8 @@ class _Source:
 
 
 _SOURCE: ContextVar[_Source | None] = ContextVar("sklearn_ben_bn_source", default=None)
+# Per-call collector of layers whose statistics were degenerate (see watch_degenerate)
+_WATCH: ContextVar[list | None] = ContextVar("sklearn_ben_bn_watch", default=None)
 
 
 def _wide(x: Tensor) -> Tensor:
@@ -105,6 +108,8 @@ class _GroupBatchNormMixin:
         if source.kind == "running":
             return self._forward_running(x)
         if source.kind == "batch":
+            if _WATCH.get() is not None:
+                _watch(self, torch.var(_wide(x), self._reduce_dims(x), unbiased=False))
             return F.batch_norm(
                 x, None, None, self.weight, self.bias, True, 0.0, self.eps
             )
@@ -147,6 +152,7 @@ class _GroupBatchNormMixin:
         xc = _wide(self._control_rows(x, mask))  # (n_controls, C, *)
         dims = self._reduce_dims(xc)
         var, mean = torch.var_mean(xc, dim=dims, unbiased=False)  # (C,), (C,)
+        _watch(self, var)
         if self.training and self.track_running_stats:
             n = xc.numel() / xc.shape[1]
             with torch.no_grad():
@@ -487,6 +493,41 @@ def _freeze_gathered(source: _Source, layers: list) -> None:
             n, mean, m2 = source.acc.pop(layer)
             dtype = layer.weight.dtype if layer.weight is not None else torch.float32
             source.stats[layer] = (mean.to(dtype), (m2 / n).to(dtype))
+            _watch(layer, source.stats[layer][1])
+
+
+@contextmanager
+def watch_degenerate() -> Iterator[list]:
+    """Collect, for the calls inside the block, layers with degenerate statistics.
+
+    A layer's statistics are degenerate when some channel has (near) zero
+    variance in the rows it normalises with (e.g. identical control wells)
+    while training saw that channel vary: normalising then divides by
+    ``sqrt(eps)`` and amplifies that channel about 300-fold. The collector is
+    call-scoped, like :func:`bn_statistics`.
+
+    Yields
+    ------
+    found : list
+        The layers found, appended as they run.
+    """
+    found: list = []
+    token = _WATCH.set(found)
+    try:
+        yield found
+    finally:
+        _WATCH.reset(token)
+
+
+def _watch(layer, var: Tensor) -> None:
+    found = _WATCH.get()
+    if found is None:
+        return
+    tiny = var.detach().float() < layer.eps  # (C,)
+    if layer.running_var is not None:
+        tiny &= layer.running_var.float() > 100 * layer.eps
+    if bool(tiny.any()):
+        found.append(layer)
 
 
 def _take(iterable: Iterable, n: int) -> Iterator:

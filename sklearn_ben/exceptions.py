@@ -10,6 +10,8 @@ __all__ = [
     "ControlsError",
     "MissingMetadataError",
     "MissingMetadataWarning",
+    "TrainingDivergedError",
+    "DegenerateStatisticsWarning",
 ]
 
 
@@ -23,6 +25,14 @@ class GroupError(BENError, ValueError):
 
 class ControlsError(BENError, ValueError):
     """``controls`` (the control mask) cannot be used as given."""
+
+
+class TrainingDivergedError(BENError, FloatingPointError):
+    """The training loss (or the weights) stopped being finite numbers."""
+
+
+class DegenerateStatisticsWarning(UserWarning):
+    """A plate's batch-norm statistics are unreliable (too few or identical rows)."""
 
 
 class MissingMetadataWarning(UserWarning):

@@ -9,6 +9,7 @@ state lives in the call, so several threads may predict with one network at
 once.
 """
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -16,7 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from sklearn_ben._data import BatchDataset
-from sklearn_ben.batchnorm import bn_statistics, check_source, group_forward
+from sklearn_ben.batchnorm import (
+    bn_statistics,
+    check_source,
+    group_forward,
+    watch_degenerate,
+)
+from sklearn_ben.exceptions import DegenerateStatisticsWarning
 
 __all__ = ["autocast", "group_indices", "predict_by_group"]
 
@@ -44,6 +51,7 @@ def predict_by_group(
     chunk_size: int | None = None,
     device="cpu",
     dtype: torch.dtype | None = None,
+    intensity="dtype",
     inputs: Callable[[np.ndarray], Tensor] | None = None,
 ) -> Tensor:
     """Outputs of ``module`` for every row, each group with its own BN statistics.
@@ -71,9 +79,12 @@ def predict_by_group(
         Where the network runs.
     dtype : torch.dtype or None, default=None
         Autocast dtype (e.g. ``torch.bfloat16``); None runs in float32.
+    intensity : str or tuple, default="dtype"
+        How raw values become float32 inputs (see
+        :func:`sklearn_ben._scaling.check_intensity`).
     inputs : callable, default=None
         ``inputs(indices) -> float32 tensor``; by default the rows of ``X``
-        scaled by :class:`~sklearn_ben._data.BatchDataset`.
+        scaled by :class:`~sklearn_ben._data.BatchDataset` under ``intensity``.
 
     Returns
     -------
@@ -81,7 +92,7 @@ def predict_by_group(
         Float32 outputs on the CPU, in the order of ``X``.
     """
     check_source(source)
-    get = inputs or BatchDataset(X).get_inputs
+    get = inputs or BatchDataset(X, intensity=intensity).get_inputs
     n = len(X)
     outputs = None
     with torch.no_grad(), autocast(device, dtype):
@@ -96,8 +107,8 @@ def predict_by_group(
             results = (
                 (
                     idx,
-                    _forward_group(
-                        module, get, idx, controls, source, chunk_size, device
+                    _watched_group(
+                        module, get, idx, groups, controls, source, chunk_size, device
                     ),
                 )
                 for idx in group_indices(groups)
@@ -112,6 +123,25 @@ def predict_by_group(
 def _forward_running(module, get, idx, device):
     with bn_statistics("running"):
         return module(get(idx).to(device))
+
+
+def _watched_group(module, get, idx, groups, controls, source, chunk_size, device):
+    with watch_degenerate() as found:
+        out = _forward_group(module, get, idx, controls, source, chunk_size, device)
+    if found:
+        label = groups[idx[0]]
+        label = label.item() if hasattr(label, "item") else label
+        rows = "controls" if source == "controls" else "samples"
+        warnings.warn(
+            f"Plate {label!r}: {len(set(found))} batch-norm layer(s) got (near) "
+            f"zero variance in some channel from the plate's {rows}, so those "
+            "channels are amplified about 300-fold and its predictions are "
+            f"unreliable. Check the plate for identical or constant {rows}, add "
+            "more, or use norm='frozen' for it.",
+            DegenerateStatisticsWarning,
+            stacklevel=4,
+        )
+    return out
 
 
 def _forward_group(module, get, idx, controls, source, chunk_size, device):

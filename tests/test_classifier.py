@@ -252,9 +252,19 @@ def test_ben_classifier_integer_images_are_scaled_batch_by_batch(dtype):
     tracemalloc.stop()
     float_copy = X.size * 4
     assert peak < float_copy / 4  # never a float32 copy of the whole array
-    X_float = X.astype(np.float32) / info.max
-    same = clf.predict_proba(X_float, groups=groups)
-    np.testing.assert_allclose(clf.predict_proba(X, groups=groups), same, atol=1e-5)
+    X_float = X.astype(np.float32) / info.max  # what the network saw
+    with pytest.raises(
+        ValueError,
+        match=f"X has dtype float32, but BENClassifier was fitted on {np.dtype(dtype).name} inputs",
+    ):
+        clf.predict_proba(X_float, groups=groups)
+    scaled = tiny_classifier(max_epochs=1, batch_size=50, intensity=(0, info.max))
+    scaled.fit(X, y, groups=groups)  # a fixed range: any dtype may follow
+    np.testing.assert_allclose(
+        scaled.predict_proba(X, groups=groups),
+        scaled.predict_proba(X.astype(np.float64), groups=groups),
+        atol=1e-5,
+    )
 
 
 def test_ben_classifier_validation_and_early_stopping(plates):
