@@ -28,6 +28,8 @@ _EXPORTS = {
     "GroupError": "sklearn_ben.exceptions",
     "MissingMetadataError": "sklearn_ben.exceptions",
     "MissingMetadataWarning": "sklearn_ben.exceptions",
+    "DegenerateStatisticsWarning": "sklearn_ben.exceptions",
+    "TrainingDivergedError": "sklearn_ben.exceptions",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -13,7 +13,7 @@ from sklearn_ben._base import _REQUEST, NORMS, BENBase
 from sklearn_ben._data import BatchDataset, is_dataset
 from sklearn_ben._nets import HeadNet, seeded
 from sklearn_ben._sklearn_compat import _fit_context
-from sklearn_ben._validation import _plain
+from sklearn_ben._validation import _plain, check_labels
 
 __all__ = ["BENClassifier"]
 
@@ -216,6 +216,7 @@ class BENClassifier(ClassifierMixin, BENBase):
                 "BENClassifier requires y to be passed, but the target y is None; "
                 "pass the class of each sample."
             )
+        y = check_labels(y, "y", len(y), what="class label")
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         if len(encoder.classes_) < 2:

@@ -90,7 +90,7 @@ class _ViewDataset(BatchDataset):
     def _augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
         if x.dim() == 2:
             return _feature_noise(x, generator)
-        return self.augment(x, generator=generator)
+        return _check_augmented(self.augment(x, generator=generator), x, self.augment)
 
 
 class BENEmbedder(BENBase):
@@ -334,6 +334,7 @@ class BENEmbedder(BENBase):
                     "the target y is None; pass the class of each sample or use "
                     "method='simclr'."
                 )
+            y = check_labels(y, "y", len(y), what="class label")
             check_classification_targets(y)
             encoder = LabelEncoder().fit(y)
             if len(encoder.classes_) < 2:
@@ -402,6 +403,14 @@ class BENEmbedder(BENBase):
             distinct=self.method == "minclr",
             intensity=self.intensity,
         )
+        if augment is not None and len(self._input_shape(X)) == 3:
+            # a broken augmentation fails here, before any training step
+            probe = dataset.get_inputs(np.arange(min(2, len(X))))
+            _check_augmented(
+                augment(probe, generator=torch.Generator().manual_seed(0)),
+                probe,
+                augment,
+            )
         sampler = KeyedBatchSampler(self._sampler(unit_groups, unit_controls), seed)
         return self._train(
             module,
@@ -415,6 +424,20 @@ class BENEmbedder(BENBase):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = self.method == "supervised"
         return tags
+
+
+def _check_augmented(out, x: Tensor, augment) -> Tensor:
+    """The views ``augment`` made of ``x``, if they are views of ``x``; else raise."""
+    shape = tuple(out.shape) if isinstance(out, Tensor) else None
+    if shape is None or len(shape) != 4 or shape[:2] != tuple(x.shape[:2]):
+        got = f"shape {shape}" if shape is not None else type(out).__name__
+        raise ValueError(
+            f"augment={augment!r} must return a float tensor of views (N, C, H', "
+            f"W') with the input's N={x.shape[0]} and C={x.shape[1]}, but for a "
+            f"batch of shape {tuple(x.shape)} it returned {got}; fix the "
+            "augmentation (it gets x and generator=, and returns one view per row)."
+        )
+    return out
 
 
 def _default_augment():

@@ -253,7 +253,16 @@ def _centers_table(centers, image_index, n_images):
             }
         )
     for column in ("y", "x"):
-        table[column] = np.rint(table[column].to_numpy(dtype=float)).astype(np.int64)
+        values = table[column].to_numpy(dtype=float)
+        bad = ~np.isfinite(values) | (np.abs(values) > 2**52)
+        if bad.any():
+            raise ValueError(
+                f"{int(bad.sum())} centre(s) have a {column} coordinate that is "
+                f"NaN, infinite or absurdly large, e.g. {float(values[bad][0])!r} (row "
+                f"{int(np.flatnonzero(bad)[0])}); drop or fix these centres "
+                "before cropping."
+            )
+        table[column] = np.rint(values).astype(np.int64)
     image = table["image"].to_numpy()
     if image.dtype.kind not in "iu" and len(image):
         raise ValueError(

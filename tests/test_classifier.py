@@ -286,6 +286,50 @@ def test_ben_classifier_verbose_prints_epoch_table(plates, split, capsys):
     assert "epoch" in out and "train_loss" in out
 
 
+def test_ben_classifier_verbose_2_shows_a_progress_bar(plates, split, capsys):
+    train, _ = split
+    tiny_classifier(verbose=2).fit(
+        plates.X[train], plates.y[train], groups=plates.groups[train]
+    )
+    captured = capsys.readouterr()
+    assert "train_loss" in captured.out
+    assert "it/s" in captured.err or "s/it" in captured.err  # tqdm's bar
+
+
+def test_ben_classifier_diverged_fit_keeps_the_previous_model(fitted_ben, plates):
+    clf = copy.deepcopy(fitted_ben)
+    before = clf.predict_proba(plates.X, groups=plates.groups)
+    with pytest.raises(FloatingPointError, match=r"Training diverged: .*lower lr"):
+        clf.set_params(lr=1e30, max_epochs=2).fit(
+            plates.X, plates.y, groups=plates.groups
+        )
+    np.testing.assert_array_equal(
+        clf.predict_proba(plates.X, groups=plates.groups), before
+    )
+
+
+def test_ben_classifier_ctrl_c_is_re_raised_and_keeps_the_previous_model(
+    fitted_ben, plates, monkeypatch
+):
+    from sklearn_ben import _training
+
+    calls = []
+
+    def interrupt(self, net, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_training._FiniteLoss, "on_batch_end", interrupt)
+    clf = copy.deepcopy(fitted_ben)
+    before = clf.predict_proba(plates.X, groups=plates.groups)
+    with pytest.raises(KeyboardInterrupt, match="fit was interrupted in epoch 1 of 5"):
+        clf.set_params(max_epochs=5).fit(plates.X, plates.y, groups=plates.groups)
+    np.testing.assert_array_equal(
+        clf.predict_proba(plates.X, groups=plates.groups), before
+    )
+
+
 def test_ben_classifier_silent_by_default(plates, split, capsys):
     train, _ = split
     tiny_classifier(max_epochs=1).fit(
@@ -320,6 +364,7 @@ def test_ben_classifier_model_saved_on_cuda_loads_without_gpu(fitted_ben, plates
     with pytest.warns(UserWarning, match="CUDA"):
         loaded = pickle.loads(pickle.dumps(model))
     assert str(loaded.net_.device) == "cpu"
+    assert loaded.device_ == "cpu"  # the truth, not where it was trained
     np.testing.assert_array_equal(
         loaded.predict(plates.X, groups=plates.groups),
         fitted_ben.predict(plates.X, groups=plates.groups),
