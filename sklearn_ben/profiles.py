@@ -11,11 +11,20 @@
 Everything here needs numpy, pandas and scikit-learn only (no torch).
 """
 
+import inspect
+
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import Bunch
+from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["aggregate_profiles", "split_profiles", "treatment_profiles"]
+__all__ = [
+    "KeepMetadata",
+    "aggregate_profiles",
+    "split_profiles",
+    "treatment_profiles",
+]
 
 _HOW = ("mean", "median")
 
@@ -263,3 +272,121 @@ def split_profiles(
         groups=None if groups is None else table[groups].to_numpy(),
         controls=mask,
     )
+
+
+class KeepMetadata(TransformerMixin, BaseEstimator):
+    """Apply a transformer to a profile table's features and keep its metadata.
+
+    Tables in, tables out, as in pycytominer: ``fit`` and ``transform`` take a
+    DataFrame whose ``Metadata_*`` columns describe each profile; the plates
+    and the control mask are read from named columns (see
+    :func:`split_profiles`) and passed to the wrapped transformer, which sees
+    the feature columns only; ``transform`` returns the metadata columns
+    followed by the transformed features, on the table's index.
+
+    Parameters
+    ----------
+    transformer : transformer
+        E.g. :class:`~sklearn_ben.TVN` or :class:`~sklearn_ben.PlateControlScaler`;
+        cloned at fit. ``groups`` and ``controls`` are passed to its ``fit``
+        and ``transform`` when their signatures take them.
+    groups : str or None, default="Metadata_Plate"
+        Column holding the plate (or batch) of each row.
+    controls : str, (str, value) or None, default=None
+        Boolean control column, or ``(column, value)`` marking the controls.
+    prefix : str, default="Metadata_"
+        Prefix of the metadata columns.
+
+    Attributes
+    ----------
+    transformer_ : transformer
+        The fitted clone.
+    feature_names_in_ : ndarray of str
+        Feature columns seen in fit (metadata excluded).
+    n_features_in_ : int
+        Number of feature columns.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from sklearn_ben import PlateControlScaler
+    >>> from sklearn_ben.profiles import KeepMetadata
+    >>> table = pd.DataFrame({
+    ...     "Metadata_Plate": ["P1"] * 4 + ["P2"] * 4,
+    ...     "Metadata_Compound": ["DMSO", "DMSO", "taxol", "DMSO"] * 2,
+    ...     "area": [1.0, 3.0, 9.0, 2.0, 10.0, 30.0, 90.0, 20.0]})
+    >>> out = KeepMetadata(PlateControlScaler(),
+    ...                    controls=("Metadata_Compound", "DMSO")).fit_transform(table)
+    >>> list(out.columns)
+    ['Metadata_Plate', 'Metadata_Compound', 'area']
+    >>> out["area"].round(2).tolist()
+    [-1.22, 1.22, 8.57, 0.0, -1.22, 1.22, 8.57, 0.0]
+    """
+
+    def __init__(
+        self, transformer, *, groups="Metadata_Plate", controls=None, prefix="Metadata_"
+    ):
+        self.transformer = transformer
+        self.groups = groups
+        self.controls = controls
+        self.prefix = prefix
+
+    def _split(self, table):
+        return split_profiles(
+            table, groups=self.groups, controls=self.controls, prefix=self.prefix
+        )
+
+    def _metadata(self, method, parts):
+        wanted = inspect.signature(method).parameters
+        given = {"groups": parts.groups, "controls": parts.controls}
+        return {k: v for k, v in given.items() if k in wanted and v is not None}
+
+    def fit(self, table, y=None):
+        """Fit the transformer on the table's features, plates and controls.
+
+        Parameters
+        ----------
+        table : DataFrame
+            Profiles with metadata columns.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : KeepMetadata
+        """
+        parts = self._split(table)
+        transformer = clone(self.transformer)
+        transformer.fit(parts.X, **self._metadata(transformer.fit, parts))
+        self.transformer_ = transformer
+        self.feature_names_in_ = np.asarray(parts.X.columns, dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        return self
+
+    def transform(self, table):
+        """The table's metadata columns, then its transformed features.
+
+        Parameters
+        ----------
+        table : DataFrame
+            Profiles with the same feature columns as in fit.
+
+        Returns
+        -------
+        table_out : DataFrame
+            Same index as ``table``.
+        """
+        check_is_fitted(self)
+        parts = self._split(table)
+        inner = self.transformer_
+        out = inner.transform(parts.X, **self._metadata(inner.transform, parts))
+        if not isinstance(out, pd.DataFrame):
+            names = (
+                inner.get_feature_names_out()
+                if hasattr(inner, "get_feature_names_out")
+                else [f"feature{i}" for i in range(np.shape(out)[1])]
+            )
+            out = pd.DataFrame(np.asarray(out), columns=names, index=table.index)
+        else:
+            out = out.set_axis(table.index)
+        return pd.concat([parts.metadata, out], axis=1)

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sklearn_ben import TVN
 from sklearn_ben.profiles import aggregate_profiles, treatment_profiles
 
 
@@ -154,3 +155,58 @@ def test_split_profiles_rejects_bad_columns(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         split_profiles(_pycytominer_table(), **kwargs)
+
+
+def _profile_table():
+    rng = np.random.default_rng(0)
+    n = 24
+    table = pd.DataFrame(
+        {
+            "Metadata_Plate": np.repeat(["P1", "P2", "P3"], 8),
+            "Metadata_Compound": np.tile(["DMSO"] * 4 + ["taxol"] * 4, 3),
+            "f_a": rng.normal(size=n),
+            "f_b": rng.normal(size=n) * 3,
+        },
+        index=[f"well{i}" for i in range(n)],
+    )
+    return table
+
+
+def test_keep_metadata_tables_in_tables_out_equal_the_plain_transformer():
+    from sklearn_ben import PlateControlScaler
+    from sklearn_ben.profiles import KeepMetadata
+
+    table = _profile_table()
+    wrapped = KeepMetadata(PlateControlScaler(), controls=("Metadata_Compound", "DMSO"))
+    out = wrapped.fit_transform(table)
+    assert list(out.columns) == ["Metadata_Plate", "Metadata_Compound", "f_a", "f_b"]
+    assert out.index.equals(table.index)
+    pd.testing.assert_frame_equal(
+        out[["Metadata_Plate", "Metadata_Compound"]],
+        table[["Metadata_Plate", "Metadata_Compound"]],
+    )
+    plain = PlateControlScaler().fit_transform(
+        table[["f_a", "f_b"]].to_numpy(),
+        groups=table["Metadata_Plate"].to_numpy(),
+        controls=(table["Metadata_Compound"] == "DMSO").to_numpy(),
+    )
+    np.testing.assert_allclose(out[["f_a", "f_b"]].to_numpy(), plain)
+    np.testing.assert_array_equal(wrapped.feature_names_in_, ["f_a", "f_b"])
+
+
+def test_keep_metadata_passes_only_the_metadata_a_transformer_takes():
+    from sklearn.preprocessing import StandardScaler
+
+    from sklearn_ben.profiles import KeepMetadata
+
+    table = _profile_table()
+    out = KeepMetadata(StandardScaler()).fit(table).transform(table)
+    np.testing.assert_allclose(out["f_b"].std(ddof=0), 1.0)
+    assert out["Metadata_Plate"].tolist() == table["Metadata_Plate"].tolist()
+
+
+def test_keep_metadata_refuses_a_table_without_features():
+    from sklearn_ben.profiles import KeepMetadata
+
+    with pytest.raises(ValueError, match="table has no feature columns"):
+        KeepMetadata(TVN()).fit(_profile_table()[["Metadata_Plate"]])
