@@ -44,12 +44,16 @@ class PrefixedParamsMixin:
         params = super().get_params(deep=deep)
         if not deep:
             return params
+        # Values are not validated before fit: skip what is not a dict/list.
         for prefix, holder in PREFIXES.items():
-            for key, value in (params.get(holder) or {}).items():
+            values = params.get(holder)
+            for key, value in (values if isinstance(values, dict) else {}).items():
                 params[f"{prefix}__{key}"] = value
-        callbacks = params.get("callbacks") or []
+        callbacks = params.get("callbacks")
         if isinstance(callbacks, dict):
             callbacks = list(callbacks.items())
+        if not isinstance(callbacks, list | tuple):
+            callbacks = []
         for name, item in zip(callback_names(callbacks), callbacks):
             cb = _callback(item)
             params[f"callbacks__{name}"] = cb
@@ -74,7 +78,8 @@ class PrefixedParamsMixin:
         for key, value in prefixed.items():
             prefix, sub = key.split("__", 1)
             holder = PREFIXES[prefix]
-            values = dict(getattr(self, holder) or {})
+            values = getattr(self, holder)
+            values = dict(values) if isinstance(values, dict) else {}
             values[sub] = value
             setattr(self, holder, values)
         for key, value in callbacks.items():

@@ -321,12 +321,15 @@ def _adapt_first_conv(model: nn.Module, n_inputs: int) -> None:
 def _norm_layers(name: str) -> tuple[str, ...]:
     """Class names of the normalisation layers of a torchvision model.
 
-    Built on the meta device: no memory, no weights, milliseconds.
+    Built on the meta device where the model allows it (no memory, no
+    weights, milliseconds), else on the CPU.
     """
-    with torch.device("meta"):
-        net = torchvision.models.get_model(
-            name, weights=None, **_BUILD_KWARGS.get(name, {})
-        )
+    kwargs = _BUILD_KWARGS.get(name, {})
+    try:
+        with torch.device("meta"):
+            net = torchvision.models.get_model(name, weights=None, **kwargs)
+    except (NotImplementedError, RuntimeError):  # an init that reads values
+        net = torchvision.models.get_model(name, weights=None, **kwargs)
     return tuple(
         sorted({type(m).__name__ for m in net.modules() if "Norm" in type(m).__name__})
     )
