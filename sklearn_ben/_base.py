@@ -160,7 +160,8 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
         if self.n_iter_no_change is not None and not held_out:
             raise ValueError(
                 "n_iter_no_change needs held-out groups to watch; set "
-                "validation_fraction (e.g. 0.2) or n_iter_no_change=None."
+                "validation_fraction (e.g. 0.2) or train_split, or "
+                "n_iter_no_change=None."
             )
         X, y = self._check_X(X, y, fitting=True)
         n = len(X)
