@@ -26,7 +26,10 @@ SECTIONS = [
     ("sklearn_ben.samplers", None),
     ("sklearn_ben.batchnorm", None),
     ("sklearn_ben.inference", None),
-    ("sklearn_ben.backbones", ["MLP", "SmallCNN", "ResNet"]),
+    (
+        "sklearn_ben.backbones",
+        ["MLP", "SmallCNN", "ResNet", "TorchvisionModel", "strip_classifier"],
+    ),
     ("sklearn_ben.losses", None),
     ("sklearn_ben.augment", None),
     ("sklearn_ben.cells", None),

@@ -7,6 +7,8 @@ estimator -> glue -> sampler once at fit, and estimator -> engine once at
 predict.
 """
 
+import copy
+import inspect
 import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -20,17 +22,32 @@ from torch import nn
 
 from sklearn_ben._data import BatchDataset, _item_image, is_dataset
 from sklearn_ben._metadata import PlateMetadataMixin
+from sklearn_ben._params import PrefixedParamsMixin
 from sklearn_ben._scaling import check_intensity
 from sklearn_ben._sklearn_compat import HasMethods, Interval, StrOptions
-from sklearn_ben._training import GroupValidation, TrainSettings, train_network
+from sklearn_ben._training import (
+    GroupValidation,
+    TrainSettings,
+    check_callbacks,
+    check_iterator_params,
+    join_histories,
+    train_network,
+)
 from sklearn_ben._validation import (
+    _plain,
     check_controls,
     check_controls_per_group,
     check_group_sizes,
     check_groups,
     format_counts,
 )
-from sklearn_ben.backbones import BACKBONES, feature_dim, resolve_backbone
+from sklearn_ben.backbones import (
+    backbone_names,
+    backbone_spec,
+    check_backbone,
+    feature_dim,
+    resolve_backbone,
+)
 from sklearn_ben.batchnorm import convert_batchnorm, group_layers
 from sklearn_ben.exceptions import ControlsError, DegenerateStatisticsWarning
 from sklearn_ben.inference import predict_by_group
@@ -57,15 +74,23 @@ NORMS = {
 }
 
 
-class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
+class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEstimator):
     """Shared machinery of the BEN estimators (not public)."""
 
     _parameter_constraints = {
         "module": [
-            StrOptions({"mlp", "cnn", "resnet18", "resnet50"}),
+            StrOptions(set(backbone_names())),
             HasMethods(["build"]),
             nn.Module,
         ],
+        "optimizer": [callable],
+        "optimizer_params": [None, dict],
+        "criterion": [None, callable],
+        "criterion_params": [None, dict],
+        "callbacks": [None, list, dict],
+        "iterator_train_params": [None, dict],
+        "warm_start": ["boolean"],
+        "train_split": [None, callable],
         "sampling": [StrOptions({"group", "random"})],
         "norm": [StrOptions({"group", "controls", "frozen"})],
         "batch_size": [Interval(Integral, 2, None, closed="left")],
@@ -88,12 +113,23 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
+    #: criterion_params keys that are estimator parameters (embedder: temperature)
+    _criterion_aliases: dict = {}
+
     def set_params(self, **params):
         """Set parameters; ``module__<name>`` also works when module is a name.
 
         ``set_params(module__width=32)`` on ``module="cnn"`` first replaces the
         name by the backbone it stands for (``SmallCNN()``), so that built-in
         backbones can be tuned by ``GridSearchCV`` without spelling them out.
+
+        skorch's prefixed keys work too: ``optimizer__<name>``,
+        ``criterion__<name>``, ``iterator_train__<name>`` (stored in
+        ``optimizer_params``, ``criterion_params``, ``iterator_train_params``),
+        ``callbacks__<callback>`` and ``callbacks__<callback>__<name>``;
+        ``optimizer__lr``, ``optimizer__weight_decay`` and
+        ``iterator_train__num_workers`` are ``lr``, ``weight_decay`` and
+        ``num_workers``.
 
         Parameters
         ----------
@@ -106,8 +142,8 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         """
         nested = any(key.startswith("module__") for key in params)
         module = params.get("module", getattr(self, "module", None))
-        if nested and isinstance(module, str) and module in BACKBONES:
-            params["module"] = BACKBONES[module]()
+        if nested and isinstance(module, str) and module in backbone_names():
+            params["module"] = backbone_spec(module)
         return super().set_params(**params)
 
     # ------------------------------------------------------------------ checks
@@ -123,10 +159,13 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
     def _check_fit_inputs(self, X, y, groups, controls):
         """Validate everything ``fit`` needs, without changing ``self``."""
         norm = NORMS[self.norm]
-        if self.n_iter_no_change is not None and self.validation_fraction is None:
+        self._check_training_params()
+        held_out = self.validation_fraction is not None or self.train_split is not None
+        if self.n_iter_no_change is not None and not held_out:
             raise ValueError(
                 "n_iter_no_change needs held-out groups to watch; set "
-                "validation_fraction (e.g. 0.2) or n_iter_no_change=None."
+                "validation_fraction (e.g. 0.2) or train_split, or "
+                "n_iter_no_change=None."
             )
         self._resolve_device()  # refuses an unavailable device before any work
         X, y = self._check_X(X, y, fitting=True)
@@ -256,6 +295,68 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
                 check_controls_per_group(groups, controls, 2, where="predict")
         return X, groups, controls, norm
 
+    def _check_training_params(self):
+        """Check the skorch pass-through parameters; nothing is changed."""
+        check_backbone(self.module, needs_batchnorm=NORMS[self.norm].per_group)
+        check_callbacks(self.callbacks)
+        check_iterator_params(self.iterator_train_params)
+        if self.validation_fraction is not None and self.train_split is not None:
+            raise ValueError(
+                "validation_fraction and train_split both choose held-out "
+                "samples; set one of them to None."
+            )
+        taken = {"lr": "lr", "weight_decay": "weight_decay", "params": "module"}
+        for key in self.optimizer_params or {}:
+            if key in taken:
+                raise ValueError(
+                    f"optimizer_params sets {key!r}, which the estimator's "
+                    f"{taken[key]!r} parameter sets; use {taken[key]}= instead."
+                )
+        for key in self.criterion_params or {}:
+            if self.criterion is None and key in self._criterion_aliases:
+                name = self._criterion_aliases[key]
+                raise ValueError(
+                    f"criterion_params sets {key!r}, which the estimator's {name!r} "
+                    f"parameter sets; use {name}= instead."
+                )
+        accepted = inspect.signature(self.optimizer).parameters
+        if "weight_decay" not in accepted and self.weight_decay != 0:
+            raise ValueError(
+                f"optimizer {getattr(self.optimizer, '__name__', self.optimizer)} "
+                f"takes no weight_decay, but weight_decay={self.weight_decay}; "
+                "set weight_decay=0."
+            )
+
+    def _warm_module(self, X, classes=None):
+        """A copy of the fitted network to continue from, or None.
+
+        With ``warm_start=True`` and a fitted estimator; refused when the data
+        no longer fit the network.
+        """
+        if not (self.warm_start and hasattr(self, "net_")):
+            return None
+        shape = self._input_shape(X)
+        if shape != self.input_shape_:
+            raise ValueError(
+                f"warm_start=True continues the fitted network, but X has sample "
+                f"shape {shape} while the network was fitted on "
+                f"{self.input_shape_}; pass data of the fitted shape, or set "
+                "warm_start=False to train a new network."
+            )
+        fitted = getattr(self, "classes_", None)
+        if classes is not None and (
+            fitted is None or not np.array_equal(classes, fitted)
+        ):
+            raise ValueError(
+                f"warm_start=True continues the fitted network, but y has classes "
+                f"{[_plain(c) for c in classes]} while the network was fitted on "
+                f"{None if fitted is None else [_plain(c) for c in fitted]}; pass "
+                "the same "
+                "classes, or set warm_start=False to train a new network."
+            )
+        module = copy.deepcopy(self.net_.module_)
+        return module.train()
+
     # ----------------------------------------------------------------- training
     def _resolve_device(self):
         device = str(self.device)
@@ -330,6 +431,9 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         warmup = self.warmup_epochs
         if warmup == "auto":
             warmup = self.max_epochs // 9
+        optimizer_params = dict(self.optimizer_params or {})
+        if "weight_decay" in inspect.signature(self.optimizer).parameters:
+            optimizer_params["weight_decay"] = self.weight_decay
         return TrainSettings(
             lr=self.lr,
             weight_decay=self.weight_decay,
@@ -341,6 +445,10 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
             dtype=_PRECISIONS[self.precision],
             n_iter_no_change=getattr(self, "n_iter_no_change", None),
             verbose=self.verbose,
+            optimizer=self.optimizer,
+            optimizer_params=optimizer_params,
+            iterator_params=check_iterator_params(self.iterator_train_params),
+            callbacks=tuple(check_callbacks(self.callbacks)),
         )
 
     def _train(
@@ -352,16 +460,28 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         criterion=nn.CrossEntropyLoss,
         criterion_params=None,
         validation=None,
+        sample_weight=None,
     ):
-        """Train ``module`` with skorch on the sampler's batches; return the net."""
+        """Train ``module`` with skorch on the sampler's batches; return the net.
+
+        ``criterion`` and ``criterion_params`` are the method's loss; the
+        ``criterion`` parameter, when set, replaces it, and ``criterion_params``
+        are added to it.
+        """
+        if self.criterion is not None:
+            criterion, criterion_params = self.criterion, {}
         return train_network(
             module,
             dataset,
             sampler,
             self._train_settings(),
             criterion=criterion,
-            criterion_params=criterion_params,
+            criterion_params={
+                **(criterion_params or {}),
+                **(self.criterion_params or {}),
+            },
             validation=validation,
+            sample_weight=sample_weight,
         )
 
     def _validation(self, X, y, groups, controls):
@@ -408,10 +528,19 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
             validate_data(self, X_in, reset=True, skip_check_array=True)
         else:
             self.n_features_in_ = shape[0]
+        stopper = dict(net.callbacks_).get("early_stopping")
+        best = None if stopper is None else stopper.best_epoch_
+        if self.warm_start and hasattr(self, "net_"):
+            offset = len(self.net_.history)
+            net.history_ = join_histories(self.net_.history, net.history)
+            best = None if best is None else best + offset
         self.input_shape_ = shape
         self.input_dtype_ = self._input_dtype(X)
         self.n_features_out_ = n_out
         self.net_ = net
+        self.n_iter_ = len(net.history)
+        self.loss_curve_ = [float(row["train_loss"]) for row in net.history]
+        self.best_epoch_ = best
 
     @property
     def device_(self):

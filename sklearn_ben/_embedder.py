@@ -165,7 +165,30 @@ class BENEmbedder(BENBase):
     random_state : int, RandomState instance or None, default=None
         Seeds weights, sampling and augmentations.
     verbose : int, default=0
-        0: silent; 1: epoch table; 2: also a progress bar.
+        0: silent; 1: epoch table (plain text when stdout is not a terminal);
+        2: also a progress bar (on a terminal). Epochs are also logged at INFO
+        on the ``"sklearn_ben"`` logger.
+    optimizer : torch optimizer class, default=torch.optim.Adam
+        Optimiser, as in BENClassifier.
+    optimizer_params : dict, default=None
+        Further optimiser arguments; also ``optimizer__<name>``.
+    criterion : torch loss class, default=None
+        None: the method's loss (:class:`~sklearn_ben.losses.MultiViewNTXentLoss`
+        with ``temperature``, or cross-entropy for ``"supervised"``). A
+        contrastive criterion is called with the projections (B*K, dim) and
+        the view ids (B*K,).
+    criterion_params : dict, default=None
+        Loss arguments; also ``criterion__<name>`` (``temperature`` is the
+        estimator's own parameter).
+    callbacks : list, dict or None, default=None
+        skorch callbacks, as in BENClassifier.
+    iterator_train_params : dict, default=None
+        Further DataLoader arguments, as in BENClassifier.
+    warm_start : bool, default=False
+        When fitted, a new ``fit`` continues from the fitted weights; the data
+        must have the fitted sample shape (and classes, for ``"supervised"``),
+        and ``method`` and ``projection_dim`` must be those of the fitted
+        network.
 
     Attributes
     ----------
@@ -181,6 +204,12 @@ class BENEmbedder(BENBase):
         Classes of ``y`` (``method="supervised"`` only).
     device_ : str
         Device the network was trained on.
+    n_iter_ : int
+        Epochs run (over every fit under ``warm_start``).
+    loss_curve_ : list of float
+        Training loss of each epoch.
+    best_epoch_ : None
+        Always None: contrastive training has no held-out scoring.
 
     See Also
     --------
@@ -208,7 +237,7 @@ class BENEmbedder(BENBase):
         **{
             k: v
             for k, v in BENBase._parameter_constraints.items()
-            if k not in ("validation_fraction", "n_iter_no_change")
+            if k not in ("validation_fraction", "n_iter_no_change", "train_split")
         },
         "method": [StrOptions({"simclr", "minclr", "supervised"})],
         "n_views": [Interval(Integral, 2, None, closed="left")],
@@ -222,6 +251,9 @@ class BENEmbedder(BENBase):
     # contrastive training has no held-out scoring
     validation_fraction = None
     n_iter_no_change = None
+    train_split = None
+
+    _criterion_aliases = {"temperature": "temperature"}
 
     def __init__(
         self,
@@ -247,6 +279,13 @@ class BENEmbedder(BENBase):
         intensity="dtype",
         random_state=None,
         verbose=0,
+        optimizer=torch.optim.Adam,
+        optimizer_params=None,
+        criterion=None,
+        criterion_params=None,
+        callbacks=None,
+        iterator_train_params=None,
+        warm_start=False,
     ):
         self.module = module
         self.method = method
@@ -269,6 +308,13 @@ class BENEmbedder(BENBase):
         self.intensity = intensity
         self.random_state = random_state
         self.verbose = verbose
+        self.optimizer = optimizer
+        self.optimizer_params = optimizer_params
+        self.criterion = criterion
+        self.criterion_params = criterion_params
+        self.callbacks = callbacks
+        self.iterator_train_params = iterator_train_params
+        self.warm_start = warm_start
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, groups=None, controls=None, bags=None):
@@ -299,27 +345,56 @@ class BENEmbedder(BENBase):
         X, y, groups, controls, bags, y_enc = self._check_embedder_inputs(
             X, y, groups, controls, bags
         )
+        module = self._warm_embedder(X, y)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         with seeded(seed):
-            backbone, n_out, shape = self._build_backbone(X)
+            if module is None:
+                backbone, n_out, shape = self._build_backbone(X)
+                if self.method == "supervised":
+                    head = nn.Linear(n_out, len(np.unique(y_enc)))
+                else:
+                    head = _projection_head(n_out, self.projection_dim)
+                module = HeadNet(backbone, head)
+            else:
+                n_out, shape = self.n_features_out_, self.input_shape_
             if self.method == "supervised":
-                head = nn.Linear(n_out, len(np.unique(y_enc)))
                 use = controls if NORMS[self.norm].controls else None
                 net = self._train(
-                    HeadNet(backbone, head),
+                    module,
                     BatchDataset(X, y_enc, use, intensity=self.intensity),
                     self._sampler(groups, controls),
                 )
             else:
-                head = _projection_head(n_out, self.projection_dim)
-                net = self._train_contrastive(
-                    HeadNet(backbone, head), X, groups, controls, bags, seed
-                )
+                net = self._train_contrastive(module, X, groups, controls, bags, seed)
         self._set_fitted(X_in, X, shape, n_out, net)
         if self.method == "supervised":
             self.classes_ = np.unique(y)
         return self
+
+    def _warm_embedder(self, X, y):
+        """The fitted network to continue from (``warm_start``), or None."""
+        supervised = self.method == "supervised"
+        classes = np.unique(y) if supervised else None
+        if supervised and getattr(self, "classes_", None) is None:
+            classes = None  # the fitted net has no class head: refused below
+        module = self._warm_module(X, classes)
+        if module is None:
+            return None
+        head = module.head
+        fitted = "supervised" if isinstance(head, nn.Linear) else "contrastive"
+        wanted = "supervised" if supervised else "contrastive"
+        if fitted != wanted or (
+            not supervised and head[-1].out_features != self.projection_dim
+        ):
+            raise ValueError(
+                f"warm_start=True continues the fitted network, but it was fitted "
+                f"with a {fitted} head of {_head_size(head)} outputs and fit now "
+                f"asks for method={self.method!r} (projection_dim="
+                f"{self.projection_dim}); keep the fitted method and "
+                "projection_dim, or set warm_start=False to train a new network."
+            )
+        return module
 
     def _check_embedder_inputs(self, X, y, groups, controls, bags):
         X, y, groups, controls = self._check_fit_inputs(
@@ -444,3 +519,8 @@ def _default_augment():
     from sklearn_ben.augment import MicroscopyAugment
 
     return MicroscopyAugment()
+
+
+def _head_size(head: nn.Module) -> int:
+    """Outputs of a training head (a Linear or a projection Sequential)."""
+    return head.out_features if isinstance(head, nn.Linear) else head[-1].out_features

@@ -7,13 +7,26 @@ engine (:func:`sklearn_ben.inference.predict_by_group`); nothing here calls
 back into an estimator.
 """
 
+import copy
+import inspect
+import logging
 import math
-from dataclasses import dataclass
+import re
+import sys
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import Callback, EarlyStopping, LRScheduler, ProgressBar
+from skorch.callbacks import (
+    BatchScoring,
+    Callback,
+    EarlyStopping,
+    EpochScoring,
+    LRScheduler,
+    ProgressBar,
+)
+from skorch.history import History
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
@@ -21,7 +34,31 @@ from torch.utils.data import DataLoader
 from sklearn_ben.exceptions import TrainingDivergedError
 from sklearn_ben.inference import autocast, predict_by_group
 
-__all__ = ["GroupValidation", "TrainSettings", "train_network"]
+__all__ = [
+    "GroupValidation",
+    "TrainSettings",
+    "callback_names",
+    "check_callbacks",
+    "join_histories",
+    "train_network",
+]
+
+logger = logging.getLogger("sklearn_ben")
+
+#: Callback names sklearn-ben gives its own callbacks and skorch its defaults.
+RESERVED_CALLBACKS = frozenset(
+    {
+        "group_validation",
+        "early_stopping",
+        "lr_schedule",
+        "progress_bar",
+        "epoch_log",
+        "epoch_timer",
+        "train_loss",
+        "valid_loss",
+        "print_log",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +75,10 @@ class TrainSettings:
     dtype: torch.dtype | None = None
     n_iter_no_change: int | None = None
     verbose: int = 0
+    optimizer: type = torch.optim.Adam
+    optimizer_params: dict = field(default_factory=dict)
+    iterator_params: dict = field(default_factory=dict)
+    callbacks: tuple = ()
 
 
 class _AutocastNet(NeuralNet):
@@ -45,6 +86,10 @@ class _AutocastNet(NeuralNet):
 
     ``autocast_dtype`` (set after construction) is None for float32 training.
     The loss is computed in float32.
+
+    With sample weights, each batch's inputs carry ``sample_weight``, the
+    criterion is built with ``reduction="none"``, and the loss is the mean of
+    the weighted per-sample losses.
     """
 
     autocast_dtype = None
@@ -61,11 +106,20 @@ class _AutocastNet(NeuralNet):
             return self
 
     def infer(self, x, **fit_params):
+        if isinstance(x, dict) and "sample_weight" in x:
+            x = {k: v for k, v in x.items() if k != "sample_weight"}
         with autocast(self.device, self.autocast_dtype):
             return super().infer(x, **fit_params)
 
-    def get_loss(self, y_pred, y_true, *args, **kwargs):
-        return super().get_loss(y_pred.float(), y_true, *args, **kwargs)
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred.float(), y_true, X=X, training=training)
+        if loss.dim() == 0:
+            return loss
+        # reduction="none": (N,) per-sample losses
+        if isinstance(X, dict) and "sample_weight" in X:
+            weight = X["sample_weight"].to(loss.device, loss.dtype)  # (N,)
+            return (loss * weight).mean()
+        return loss.mean()
 
 
 class _WarmupCosine:
@@ -156,6 +210,186 @@ class GroupValidation(Callback):
         self.X = self.y = self.groups = self.controls = None
 
 
+class _WeightedDataset(torch.utils.data.Dataset):
+    """A batch dataset whose batches also carry each sample's weight."""
+
+    def __init__(self, dataset, sample_weight: np.ndarray):
+        self.dataset = dataset
+        self.sample_weight = sample_weight  # (n_samples,) float32
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices):
+        inputs, target = self.dataset[indices]
+        weight = self.sample_weight[np.asarray(indices)]
+        return {**inputs, "sample_weight": torch.from_numpy(weight)}, target
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _PlainSink:
+    """``print`` that drops ANSI colour codes when stdout is not a terminal.
+
+    skorch's ``PrintLog`` colours the best scores; in a redirected log file
+    those codes are noise. A class, not a closure, so nets can be pickled.
+    """
+
+    def __call__(self, text: str) -> None:
+        stream = sys.stdout
+        if not (hasattr(stream, "isatty") and stream.isatty()):
+            text = _ANSI.sub("", text)
+        print(text, file=stream, flush=True)
+
+
+class _EpochLog(Callback):
+    """Logs each epoch's scores at INFO on the ``sklearn_ben`` logger."""
+
+    def __init__(self, max_epochs: int):
+        self.max_epochs = max_epochs
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        scores = ", ".join(
+            f"{key}={row[key]:.4g}"
+            for key in sorted(row)
+            if isinstance(row[key], float) and not key.endswith("_best")
+        )
+        logger.info("epoch %d/%d: %s", row["epoch"], self.max_epochs, scores)
+
+
+class _StopSink:
+    """EarlyStopping's sink: log, and print when verbose."""
+
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+
+    def __call__(self, text: str) -> None:
+        logger.info(text)
+        if self.verbose:
+            _PlainSink()(text)
+
+
+def callback_names(callbacks) -> list[str]:
+    """Names of ``callbacks`` (a list of callbacks or ``(name, callback)``).
+
+    Named as skorch names them: the given name, else the class name, with
+    ``_1``, ``_2``... appended to repeated unnamed classes (repeated given
+    names are kept, for :func:`check_callbacks` to refuse).
+    """
+    names, named = [], []
+    for item in callbacks or ():
+        named.append(isinstance(item, tuple))
+        if isinstance(item, tuple):
+            names.append(item[0])
+        elif isinstance(item, type):
+            names.append(item.__name__)
+        else:
+            names.append(type(item).__name__)
+    counts = {n: names.count(n) for n in names}
+    seen: dict[str, int] = {}
+    unique = []
+    for name, by_user in zip(names, named):
+        if counts[name] > 1 and not by_user:  # a repeated user name is an error
+            seen[name] = seen.get(name, 0) + 1
+            name = f"{name}_{seen[name]}"
+        unique.append(name)
+    return unique
+
+
+def check_callbacks(callbacks) -> list[tuple[str, Callback]]:
+    """Validate user callbacks; return them as ``(name, callback)`` pairs.
+
+    Raises
+    ------
+    ValueError
+        For a name sklearn-ben or skorch already uses, a repeated name, or a
+        scoring callback that would score skorch's (empty) validation set.
+    TypeError
+        For an item that is not a skorch callback.
+    """
+    if callbacks is None:
+        return []
+    items = list(callbacks.items()) if isinstance(callbacks, dict) else callbacks
+    pairs = []
+    for item, name in zip(items, callback_names(items)):
+        cb = item[1] if isinstance(item, tuple) else item
+        is_cb = isinstance(cb, Callback) or (
+            isinstance(cb, type) and issubclass(cb, Callback)
+        )
+        if isinstance(item, tuple) and len(item) != 2 or not is_cb:
+            raise TypeError(
+                "callbacks must be a list of skorch callbacks or (name, callback) "
+                f"pairs, but got {item!r}; see skorch.callbacks."
+            )
+        if name in RESERVED_CALLBACKS:
+            raise ValueError(
+                f"callbacks has a callback named {name!r}, a name sklearn-ben or "
+                f"skorch uses for its own; pass it as (other_name, callback)."
+            )
+        on_valid = isinstance(cb, EpochScoring | BatchScoring) and not cb.on_train
+        if on_valid:
+            raise ValueError(
+                f"callback {name!r} scores skorch's validation set, which is empty: "
+                "held-out plates are scored by sklearn-ben itself (valid_loss, "
+                "valid_acc in net_.history). Use on_train=True, or a callback "
+                "that reads net.history."
+            )
+        pairs.append((name, cb))
+    names = [n for n, _ in pairs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"callbacks has several callbacks named {repeated[0]!r}; give each "
+            "a unique name with (name, callback) pairs."
+        )
+    return pairs
+
+
+#: DataLoader arguments that would break one-plate batches.
+REFUSED_ITERATOR_PARAMS = {
+    "batch_size": "batches are drawn by sklearn-ben's plate sampler; set the "
+    "estimator's batch_size instead",
+    "sampler": "the plate sampler draws each batch from one plate",
+    "batch_sampler": "the plate sampler draws each batch from one plate",
+    "shuffle": "the plate sampler already shuffles, within plates",
+    "drop_last": "the plate sampler sizes batches itself (at least 2 samples "
+    "of one plate each)",
+    "dataset": "the dataset is built from X by the estimator",
+    "num_workers": "use the estimator's num_workers parameter",
+}
+
+
+def check_iterator_params(params) -> dict:
+    """Validate ``iterator_train__*`` keys: DataLoader arguments, plate-safe."""
+    params = dict(params or {})
+    accepted = set(inspect.signature(DataLoader).parameters)
+    for key in params:
+        if key in REFUSED_ITERATOR_PARAMS:
+            raise ValueError(
+                f"iterator_train__{key} is refused: {REFUSED_ITERATOR_PARAMS[key]}."
+            )
+        if key not in accepted:
+            raise ValueError(
+                f"iterator_train__{key} is not an argument of "
+                "torch.utils.data.DataLoader; expected one of "
+                f"{sorted(accepted - set(REFUSED_ITERATOR_PARAMS))}."
+            )
+    return params
+
+
+def join_histories(before: History, after: History) -> History:
+    """``after`` appended to ``before``, its epochs numbered on (warm starts)."""
+    offset = len(before)
+    joined = History(copy.deepcopy(list(before)))
+    for row in after:
+        row = dict(row)
+        row["epoch"] = row["epoch"] + offset
+        joined.append(row)
+    return joined
+
+
 def train_network(
     module: nn.Module,
     dataset,
@@ -165,6 +399,7 @@ def train_network(
     criterion=nn.CrossEntropyLoss,
     criterion_params=None,
     validation: GroupValidation | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> NeuralNet:
     """Train ``module`` on the batches of ``sampler``; return the skorch net.
 
@@ -179,7 +414,7 @@ def train_network(
     sampler : iterable
         Yields one batch (index list, or ``(key, indices)``) at a time.
     settings : TrainSettings
-        Optimiser, schedule, device and logging settings.
+        Optimiser, schedule, device, DataLoader, callbacks and logging.
     criterion : type, default=torch.nn.CrossEntropyLoss
         Loss class.
     criterion_params : dict, default=None
@@ -187,6 +422,10 @@ def train_network(
     validation : GroupValidation, default=None
         Held-out groups scored after each epoch; with
         ``settings.n_iter_no_change`` also early stopping on ``valid_loss``.
+    sample_weight : ndarray of shape (len(dataset),), default=None
+        Weight of each sample in the loss: the criterion is built with
+        ``reduction="none"`` and each batch's loss is the mean of the weighted
+        per-sample losses.
 
     Returns
     -------
@@ -197,6 +436,7 @@ def train_network(
     schedule = _WarmupCosine(
         settings.warmup_epochs * steps, steps * settings.max_epochs
     )
+    verbose = settings.verbose > 0
     callbacks = [("finite_loss", _FiniteLoss())]
     if validation is not None:
         callbacks.append(("group_validation", validation))
@@ -205,30 +445,44 @@ def train_network(
                 monitor="valid_loss",
                 patience=settings.n_iter_no_change,
                 load_best=True,
+                sink=_StopSink(verbose),
             )
             callbacks.append(("early_stopping", stopper))
     scheduler = LRScheduler(LambdaLR, lr_lambda=schedule, step_every="batch")
     callbacks.append(("lr_schedule", scheduler))
-    if settings.verbose >= 2:
+    callbacks.append(("epoch_log", _EpochLog(settings.max_epochs)))
+    if settings.verbose >= 2 and sys.stderr.isatty():
         callbacks.append(("progress_bar", ProgressBar(batches_per_epoch=steps)))
+    # The user's callbacks run after the validation, so they see valid_loss;
+    # copies, so that the estimator's parameters stay as they were given.
+    callbacks += copy.deepcopy(list(settings.callbacks))
+    criterion_params = dict(criterion_params or {})
+    if sample_weight is not None:
+        criterion_params["reduction"] = "none"
+        dataset = _WeightedDataset(dataset, sample_weight.astype(np.float32))
+    loader = {
+        "num_workers": settings.num_workers,
+        "pin_memory": settings.device == "cuda",
+        **settings.iterator_params,
+    }
     net = _AutocastNet(
         module=module,
         criterion=criterion,
-        **{f"criterion__{k}": v for k, v in (criterion_params or {}).items()},
-        optimizer=torch.optim.Adam,
+        **{f"criterion__{k}": v for k, v in criterion_params.items()},
+        optimizer=settings.optimizer,
         lr=settings.lr,
-        optimizer__weight_decay=settings.weight_decay,
+        **{f"optimizer__{k}": v for k, v in settings.optimizer_params.items()},
         max_epochs=settings.max_epochs,
         batch_size=settings.batch_size,  # batches come from the sampler
         iterator_train=DataLoader,
         iterator_train__sampler=sampler,
         iterator_train__batch_size=None,
-        iterator_train__num_workers=settings.num_workers,
-        iterator_train__pin_memory=settings.device == "cuda",
+        **{f"iterator_train__{k}": v for k, v in loader.items()},
         train_split=None,
         callbacks=callbacks,
+        callbacks__print_log__sink=_PlainSink() if verbose else print,
         device=settings.device,
-        verbose=int(settings.verbose > 0),
+        verbose=int(verbose),
     )
     net.autocast_dtype = settings.dtype
     net.fit(dataset, None)

@@ -133,9 +133,11 @@ def test_ben_embedder_custom_augment_is_called(cells):
         return torch.flip(x, dims=[-1])
 
     tiny_embedder(augment=augment).fit(cells.X, groups=cells.groups)
-    # one call per batch, 2 views of each sample, every sample once per epoch
-    assert all(shape[0] <= 16 * 2 for shape in calls)
-    assert sum(shape[0] for shape in calls) == len(cells.X) * 2
+    # first a probe of 2 samples before training (a broken augment fails
+    # there), then one call per batch: 2 views of each sample once per epoch
+    assert calls[0][0] == 2
+    assert all(shape[0] <= 16 * 2 for shape in calls[1:])
+    assert sum(shape[0] for shape in calls[1:]) == len(cells.X) * 2
 
 
 def test_ben_embedder_simclr_with_bags_draws_one_crop_per_image(cells):
@@ -147,7 +149,7 @@ def test_ben_embedder_simclr_with_bags_draws_one_crop_per_image(cells):
 
     tiny_embedder(augment=augment).fit(cells.X, groups=cells.groups, bags=cells.bags)
     n_bags = len(np.unique(cells.bags))
-    views = torch.cat(calls)
+    views = torch.cat(calls[1:])  # calls[0]: the 2-sample probe before training
     assert len(views) == n_bags * 2  # one crop per image per epoch, 2 views each
     # the two views of a unit are the same crop (before augmentation)
     torch.testing.assert_close(views[0::2], views[1::2])
