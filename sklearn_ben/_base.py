@@ -18,6 +18,7 @@ from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from sklearn_ben._accelerate import check_accelerator, distribute, plate_parallel
 from sklearn_ben._data import BatchDataset, _item_image, is_dataset
 from sklearn_ben._metadata import PlateMetadataMixin
 from sklearn_ben._scaling import check_intensity
@@ -86,7 +87,16 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         "intensity": [StrOptions({"dtype", "none"}), tuple, list],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "accelerator": [None, HasMethods(["prepare", "unwrap_model"])],
     }
+
+    def __getstate__(self):
+        # An Accelerator belongs to the processes of one launch: a pickled
+        # estimator drops it and predicts in a single process (issue 14).
+        state = super().__getstate__()
+        if state.get("accelerator") is not None:
+            state = {**state, "accelerator": None}
+        return state
 
     def set_params(self, **params):
         """Set parameters; ``module__<name>`` also works when module is a name.
@@ -129,6 +139,7 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
                 "validation_fraction (e.g. 0.2) or n_iter_no_change=None."
             )
         self._resolve_device()  # refuses an unavailable device before any work
+        check_accelerator(self)  # data-parallel settings (issue 14)
         X, y = self._check_X(X, y, fitting=True)
         check_intensity(self.intensity, n_channels=self._input_shape(X)[0])
         n = len(X)
@@ -354,11 +365,14 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         validation=None,
     ):
         """Train ``module`` with skorch on the sampler's batches; return the net."""
+        settings = self._train_settings()
+        if getattr(self, "accelerator", None) is not None:  # data-parallel
+            sampler, settings = distribute(self.accelerator, sampler, settings)
         return train_network(
             module,
             dataset,
             sampler,
-            self._train_settings(),
+            settings,
             criterion=criterion,
             criterion_params=criterion_params,
             validation=validation,
@@ -386,7 +400,8 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         """
         if module.training:  # a network restored in train mode; idempotent
             self.net_.module_.eval()
-        return predict_by_group(
+        predict = plate_parallel(getattr(self, "accelerator", None), predict_by_group)
+        return predict(
             module,
             X,
             groups,

@@ -166,6 +166,15 @@ class BENEmbedder(BENBase):
         Seeds weights, sampling and augmentations.
     verbose : int, default=0
         0: silent; 1: epoch table; 2: also a progress bar.
+    accelerator : accelerate.Accelerator or None, default=None
+        Train data-parallel across the processes that ``accelerate launch``
+        (or ``torchrun``) started: each process trains on its own whole-plate
+        batches, batch norm is not synchronised, and gradients are averaged.
+        Needs an int ``random_state`` and ``device="auto"``. Inference with
+        the fitted estimator is then split by plate over the processes, and
+        every process returns all rows. Not pickled: an unpickled estimator
+        has ``accelerator=None`` and predicts in one process. See
+        docs/scaling.md.
 
     Attributes
     ----------
@@ -247,6 +256,7 @@ class BENEmbedder(BENBase):
         intensity="dtype",
         random_state=None,
         verbose=0,
+        accelerator=None,
     ):
         self.module = module
         self.method = method
@@ -269,6 +279,7 @@ class BENEmbedder(BENBase):
         self.intensity = intensity
         self.random_state = random_state
         self.verbose = verbose
+        self.accelerator = accelerator
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, groups=None, controls=None, bags=None):

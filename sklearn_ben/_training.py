@@ -38,6 +38,7 @@ class TrainSettings:
     dtype: torch.dtype | None = None
     n_iter_no_change: int | None = None
     verbose: int = 0
+    accelerator: object = None  # data-parallel fit (sklearn_ben._accelerate)
 
 
 class _AutocastNet(NeuralNet):
@@ -211,7 +212,12 @@ def train_network(
     callbacks.append(("lr_schedule", scheduler))
     if settings.verbose >= 2:
         callbacks.append(("progress_bar", ProgressBar(batches_per_epoch=steps)))
-    net = _AutocastNet(
+    net_class, extra = _AutocastNet, {}
+    if settings.accelerator is not None:  # data-parallel (issue 14)
+        from sklearn_ben._accelerate import AcceleratedNet
+
+        net_class, extra = AcceleratedNet, {"accelerator": settings.accelerator}
+    net = net_class(
         module=module,
         criterion=criterion,
         **{f"criterion__{k}": v for k, v in (criterion_params or {}).items()},
@@ -224,14 +230,17 @@ def train_network(
         iterator_train__sampler=sampler,
         iterator_train__batch_size=None,
         iterator_train__num_workers=settings.num_workers,
-        iterator_train__pin_memory=settings.device == "cuda",
+        iterator_train__pin_memory=settings.device.startswith("cuda"),
         train_split=None,
         callbacks=callbacks,
         device=settings.device,
         verbose=int(settings.verbose > 0),
+        **extra,
     )
     net.autocast_dtype = settings.dtype
     net.fit(dataset, None)
+    if settings.accelerator is not None:
+        net = net.finish()  # unwrapped, plain and picklable
     if net.interrupted_at is not None:
         raise KeyboardInterrupt(
             f"fit was interrupted in epoch {net.interrupted_at} of "

@@ -1,15 +1,24 @@
 """Data-parallel BEN: sampler invariants, plate assignment, two-process runs."""
 
+import os
+import pickle
+import socket
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from torch import nn
 
+from sklearn_ben import BENClassifier, BENEmbedder
+from sklearn_ben.datasets import make_plates
 from sklearn_ben.distributed import (
     DistributedGroupBatchSampler,
     assign_groups,
     check_no_sync_batchnorm,
 )
 from sklearn_ben.samplers import GroupBatchSampler, KeyedBatchSampler
+from tests._scripts import ROOT
 
 
 def _groups(sizes, seed=0):
@@ -140,3 +149,135 @@ def test_check_no_sync_batchnorm_refuses_synced_layers():
     with pytest.raises(ValueError, match="SyncBatchNorm layer.*'1'.*mix"):
         check_no_sync_batchnorm(net)
     check_no_sync_batchnorm(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)))
+
+
+# ------------------------------------------------ the estimators, one process
+@pytest.fixture(scope="module")
+def accelerator():
+    accelerate = pytest.importorskip("accelerate")
+    return accelerate.Accelerator(cpu=True)
+
+
+@pytest.fixture(scope="module")
+def plates():
+    return make_plates(
+        n_plates=3, n_samples_per_plate=12, image_size=8, n_channels=2, random_state=0
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"random_state": None}, "pass an int random_state"),
+        ({"random_state": 0, "device": "cpu"}, "device='cpu' conflicts"),
+    ],
+)
+def test_accelerator_refuses_settings_before_work(accelerator, plates, params, match):
+    clf = BENClassifier(max_epochs=1, accelerator=accelerator, **params)
+    with pytest.raises(ValueError, match=match):
+        clf.fit(plates.X, plates.y, groups=plates.groups)
+    assert not hasattr(clf, "net_")
+
+
+def test_accelerator_one_process_trains_as_without(accelerator, plates):
+    kwargs = {"max_epochs": 2, "batch_size": 8, "random_state": 0}
+    plain = BENClassifier(**kwargs).fit(plates.X, plates.y, groups=plates.groups)
+    accel = BENClassifier(accelerator=accelerator, **kwargs).fit(
+        plates.X, plates.y, groups=plates.groups
+    )
+    np.testing.assert_allclose(
+        accel.predict_proba(plates.X, groups=plates.groups),
+        plain.predict_proba(plates.X, groups=plates.groups),
+        atol=1e-6,
+    )
+    # unwrapped and plain: it pickles without the accelerator
+    restored = pickle.loads(pickle.dumps(accel))
+    assert restored.accelerator is None
+    assert type(restored.net_).__name__ == "_AutocastNet"
+
+
+def test_embedder_accepts_accelerator(accelerator, plates):
+    emb = BENEmbedder(n_views=2, max_epochs=1, random_state=0, accelerator=accelerator)
+    features = emb.fit(plates.X, groups=plates.groups).transform(
+        plates.X, groups=plates.groups
+    )
+    assert features.shape == (len(plates.X), emb.n_features_out_)
+
+
+# ----------------------------------------------------- two processes (gloo)
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    pytest.importorskip("accelerate")
+    out = tmp_path_factory.mktemp("two_processes")
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        str(ROOT / "tests" / "_distributed_run.py"),
+        str(out),
+    ]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [pickle.loads((out / f"rank{r}.pkl").read_bytes()) for r in range(2)]
+    return out, ranks
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_two_processes_sampler_invariants(two_processes, epoch):
+    _, ranks = two_processes
+    groups = make_plates(
+        n_plates=4, n_samples_per_plate=14, image_size=8, n_channels=2, random_state=0
+    ).groups
+    per_rank = [r["batches"][epoch] for r in ranks]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert len(per_rank[0]) == len(per_rank[1])
+    flat = [i for batches in per_rank for batch in batches for i in batch]
+    assert sorted(flat) == list(range(len(groups)))  # once each, so disjoint
+    assert all(len(set(groups[b])) == 1 for batches in per_rank for b in batches)
+
+
+@pytest.mark.parametrize("norm", ["group", "controls"])
+def test_two_processes_end_with_identical_weights(two_processes, norm):
+    _, (first, second) = two_processes
+    assert first[norm]["state"].keys() == second[norm]["state"].keys()
+    for name, value in first[norm]["state"].items():
+        np.testing.assert_array_equal(value, second[norm]["state"][name], err_msg=name)
+    n_batches = len(GroupBatchSampler(np.repeat([0, 1, 2], 14), 8))
+    assert first[norm]["steps"] == second[norm]["steps"] == -(-n_batches // 2)
+
+
+@pytest.mark.parametrize("norm", ["group", "controls"])
+def test_two_processes_predict_all_rows_on_every_process(two_processes, norm):
+    _, (first, second) = two_processes
+    np.testing.assert_array_equal(first[norm]["proba"], second[norm]["proba"])
+    assert first[norm]["proba"].shape == (56, 3)
+
+
+@pytest.mark.parametrize("norm", ["group", "controls"])
+def test_two_processes_pickle_predicts_in_one_process_as_distributed(
+    two_processes, norm
+):
+    out, (first, _) = two_processes
+    clf = pickle.loads((out / f"clf_{norm}.pkl").read_bytes())
+    assert clf.accelerator is None
+    data = make_plates(
+        n_plates=4, n_samples_per_plate=14, image_size=8, n_channels=2, random_state=0
+    )
+    proba = clf.predict_proba(data.X, groups=data.groups, controls=data.controls)
+    np.testing.assert_allclose(proba, first[norm]["proba"], rtol=0, atol=1e-6)
