@@ -107,7 +107,11 @@ class AcceleratedNet(AccelerateMixin, _AutocastNet):
             *args,
             accelerator=accelerator,
             unwrap_after_train=False,  # finish() unwraps, after early stopping
-            callbacks__print_log__sink=_print_on_main,
+            # skorch's PrintLog prints to any sink but ``print`` even when
+            # verbose=0, so the main-process sink is for verbose runs only.
+            callbacks__print_log__sink=_print_on_main
+            if kwargs.get("verbose")
+            else print,
             **kwargs,
         )
 
