@@ -26,6 +26,7 @@ SECTIONS = [
     ("sklearn_ben.samplers", None),
     ("sklearn_ben.batchnorm", None),
     ("sklearn_ben.inference", None),
+    ("sklearn_ben.distributed", None),
     (
         "sklearn_ben.backbones",
         ["MLP", "SmallCNN", "ResNet", "TorchvisionModel", "strip_classifier"],

@@ -20,6 +20,7 @@ from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from sklearn_ben._accelerate import check_accelerator, distribute, plate_parallel
 from sklearn_ben._data import BatchDataset, _item_image, is_dataset
 from sklearn_ben._metadata import PlateMetadataMixin
 from sklearn_ben._params import PrefixedParamsMixin
@@ -111,10 +112,19 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
         "intensity": [StrOptions({"dtype", "none"}), tuple, list],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "accelerator": [None, HasMethods(["prepare", "unwrap_model"])],
     }
 
     #: criterion_params keys that are estimator parameters (embedder: temperature)
     _criterion_aliases: dict = {}
+
+    def __getstate__(self):
+        # An Accelerator belongs to the processes of one launch: a pickled
+        # estimator drops it and predicts in a single process (issue 14).
+        state = super().__getstate__()
+        if state.get("accelerator") is not None:
+            state = {**state, "accelerator": None}
+        return state
 
     def set_params(self, **params):
         """Set parameters; ``module__<name>`` also works when module is a name.
@@ -168,6 +178,7 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
                 "n_iter_no_change=None."
             )
         self._resolve_device()  # refuses an unavailable device before any work
+        check_accelerator(self)  # data-parallel settings (issue 14)
         X, y = self._check_X(X, y, fitting=True)
         check_intensity(self.intensity, n_channels=self._input_shape(X)[0])
         n = len(X)
@@ -470,11 +481,14 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
         """
         if self.criterion is not None:
             criterion, criterion_params = self.criterion, {}
+        settings = self._train_settings()
+        if getattr(self, "accelerator", None) is not None:  # data-parallel
+            sampler, settings = distribute(self.accelerator, sampler, settings)
         return train_network(
             module,
             dataset,
             sampler,
-            self._train_settings(),
+            settings,
             criterion=criterion,
             criterion_params={
                 **(criterion_params or {}),
@@ -506,7 +520,8 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
         """
         if module.training:  # a network restored in train mode; idempotent
             self.net_.module_.eval()
-        return predict_by_group(
+        predict = plate_parallel(getattr(self, "accelerator", None), predict_by_group)
+        return predict(
             module,
             X,
             groups,

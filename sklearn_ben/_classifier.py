@@ -145,6 +145,15 @@ class BENClassifier(ClassifierMixin, BENBase):
         optimiser and schedule of ``max_epochs`` epochs); the data must have
         the fitted sample shape and classes. ``net_.history``, ``n_iter_`` and
         ``loss_curve_`` go on counting. ``module`` is not read again.
+    accelerator : accelerate.Accelerator or None, default=None
+        Train data-parallel across the processes that ``accelerate launch``
+        (or ``torchrun``) started: each process trains on its own whole-plate
+        batches, batch norm is not synchronised, and gradients are averaged.
+        Needs an int ``random_state`` and ``device="auto"``. Inference with
+        the fitted estimator is then split by plate over the processes, and
+        every process returns all rows. Not pickled: an unpickled estimator
+        has ``accelerator=None`` and predicts in one process. See
+        docs/scaling.md.
 
     Attributes
     ----------
@@ -248,6 +257,7 @@ class BENClassifier(ClassifierMixin, BENBase):
         train_split=None,
         class_weight=None,
         warm_start=False,
+        accelerator=None,
     ):
         self.module = module
         self.sampling = sampling
@@ -276,6 +286,8 @@ class BENClassifier(ClassifierMixin, BENBase):
         self.train_split = train_split
         self.class_weight = class_weight
         self.warm_start = warm_start
+
+        self.accelerator = accelerator
 
     _parameter_constraints = {
         **BENBase._parameter_constraints,

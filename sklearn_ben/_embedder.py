@@ -189,6 +189,15 @@ class BENEmbedder(BENBase):
         must have the fitted sample shape (and classes, for ``"supervised"``),
         and ``method`` and ``projection_dim`` must be those of the fitted
         network.
+    accelerator : accelerate.Accelerator or None, default=None
+        Train data-parallel across the processes that ``accelerate launch``
+        (or ``torchrun``) started: each process trains on its own whole-plate
+        batches, batch norm is not synchronised, and gradients are averaged.
+        Needs an int ``random_state`` and ``device="auto"``. Inference with
+        the fitted estimator is then split by plate over the processes, and
+        every process returns all rows. Not pickled: an unpickled estimator
+        has ``accelerator=None`` and predicts in one process. See
+        docs/scaling.md.
 
     Attributes
     ----------
@@ -286,6 +295,7 @@ class BENEmbedder(BENBase):
         callbacks=None,
         iterator_train_params=None,
         warm_start=False,
+        accelerator=None,
     ):
         self.module = module
         self.method = method
@@ -315,6 +325,7 @@ class BENEmbedder(BENBase):
         self.callbacks = callbacks
         self.iterator_train_params = iterator_train_params
         self.warm_start = warm_start
+        self.accelerator = accelerator
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, groups=None, controls=None, bags=None):

@@ -79,6 +79,7 @@ class TrainSettings:
     optimizer_params: dict = field(default_factory=dict)
     iterator_params: dict = field(default_factory=dict)
     callbacks: tuple = ()
+    accelerator: object = None  # data-parallel fit (sklearn_ben._accelerate)
 
 
 class _AutocastNet(NeuralNet):
@@ -462,10 +463,15 @@ def train_network(
         dataset = _WeightedDataset(dataset, sample_weight.astype(np.float32))
     loader = {
         "num_workers": settings.num_workers,
-        "pin_memory": settings.device == "cuda",
+        "pin_memory": settings.device.startswith("cuda"),
         **settings.iterator_params,
     }
-    net = _AutocastNet(
+    net_class, extra = _AutocastNet, {}
+    if settings.accelerator is not None:  # data-parallel (issue 14)
+        from sklearn_ben._accelerate import AcceleratedNet
+
+        net_class, extra = AcceleratedNet, {"accelerator": settings.accelerator}
+    net = net_class(
         module=module,
         criterion=criterion,
         **{f"criterion__{k}": v for k, v in criterion_params.items()},
@@ -483,9 +489,12 @@ def train_network(
         callbacks__print_log__sink=_PlainSink() if verbose else print,
         device=settings.device,
         verbose=int(verbose),
+        **extra,
     )
     net.autocast_dtype = settings.dtype
     net.fit(dataset, None)
+    if settings.accelerator is not None:
+        net = net.finish()  # unwrapped, plain and picklable
     if net.interrupted_at is not None:
         raise KeyboardInterrupt(
             f"fit was interrupted in epoch {net.interrupted_at} of "

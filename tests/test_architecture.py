@@ -11,6 +11,7 @@ ENGINE = [
     "sklearn_ben.samplers",
     "sklearn_ben.losses",
     "sklearn_ben.inference",
+    "sklearn_ben.distributed",
 ]
 
 
