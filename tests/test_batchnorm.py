@@ -198,3 +198,38 @@ def test_bn_statistics_controls_sums_bfloat16_activations_in_float32():
         expected = layer(x.float())
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.02)
+
+
+class _PlainSubclassBN(nn.BatchNorm2d):
+    """A user's subclass that keeps torch's forward (e.g. adds an attribute)."""
+
+    tag = "mine"
+
+
+def test_convert_batchnorm_converts_subclasses_and_syncbatchnorm():
+    from sklearn_ben.batchnorm import GroupBatchNorm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), _PlainSubclassBN(4), nn.Conv2d(4, 4, 1), nn.SyncBatchNorm(4)
+    ).eval()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1)
+        net[3].running_var.uniform_(0.5, 2)
+    x = torch.randn(5, 3, 8, 8)
+    before = net(x)
+    converted = convert_batchnorm(copy.deepcopy(net))
+    assert isinstance(converted[1], GroupBatchNorm2d)
+    assert isinstance(converted[3], GroupBatchNorm)
+    torch.testing.assert_close(converted(x), before)
+    # each converted layer now follows the call's statistics source
+    with bn_statistics("batch"):
+        out = converted(x)
+    assert not torch.allclose(out, before)
+
+
+def test_convert_batchnorm_materialised_lazy_layers_convert():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d())
+    net(torch.randn(2, 3, 8, 8))  # a forward pass materialises it
+    converted = convert_batchnorm(net)
+    assert isinstance(converted[1], GroupBatchNorm2d)
