@@ -86,11 +86,16 @@ def _device_name(device) -> str:
     return "cpu" if device.type == "cpu" else str(device)
 
 
-def _print_on_main(*args, **kwargs) -> None:
+class _PrintOnMain:
     """The epoch table's sink: printed by the main process only (picklable)."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
-        print(*args, **kwargs)
+
+    def __init__(self, sink=print):
+        self.sink = sink
+
+    def __call__(self, *args, **kwargs) -> None:
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+            self.sink(*args, **kwargs)
 
 
 class AcceleratedNet(AccelerateMixin, _AutocastNet):
@@ -103,13 +108,14 @@ class AcceleratedNet(AccelerateMixin, _AutocastNet):
     """
 
     def __init__(self, *args, accelerator, **kwargs):
+        sink = kwargs.pop("callbacks__print_log__sink", print)
         super().__init__(
             *args,
             accelerator=accelerator,
             unwrap_after_train=False,  # finish() unwraps, after early stopping
             # skorch's PrintLog prints to any sink but ``print`` even when
             # verbose=0, so the main-process sink is for verbose runs only.
-            callbacks__print_log__sink=_print_on_main
+            callbacks__print_log__sink=_PrintOnMain(sink)
             if kwargs.get("verbose")
             else print,
             **kwargs,
