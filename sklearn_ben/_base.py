@@ -17,6 +17,7 @@ from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from sklearn_ben._adapt import AdaptMixin
 from sklearn_ben._data import BatchDataset, _item_image, is_dataset
 from sklearn_ben._metadata import PlateMetadataMixin
 from sklearn_ben._sklearn_compat import HasMethods, Interval, StrOptions
@@ -54,7 +55,7 @@ NORMS = {
 }
 
 
-class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
+class BENBase(AdaptMixin, PlateMetadataMixin, TransformerMixin, BaseEstimator):
     """Shared machinery of the BEN estimators (not public)."""
 
     _parameter_constraints = {
@@ -186,8 +187,13 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
             return tuple(_item_image(X[0]).shape)
         return tuple(X.shape[1:])
 
-    def _check_predict_inputs(self, X, groups, controls, method):
-        """Checks of every inference call; returns inputs and the norm to use."""
+    def _check_predict_inputs(self, X, groups, controls, method, *, use_stored=True):
+        """Checks of every inference call; returns inputs, the norm to use and
+        the stored statistics of the adapted plates among ``groups``.
+
+        Rows of adapted plates need neither plate-mates nor controls, so the
+        plate checks apply to the other rows only.
+        """
         check_is_fitted(self)
         norm = self._norm()
         X, _ = self._check_X(X)
@@ -211,12 +217,16 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
             validate_data(self, X, reset=False, skip_check_array=True)
         n = len(X)
         groups, controls = check_groups(groups, n), check_controls(controls, n)
+        stored, pending = {}, np.ones(n, dtype=bool)
+        if use_stored and groups is not None:
+            stored, pending = self._stored_statistics(groups, norm)
         if norm.per_group and groups is None:
             self._warn_missing_metadata(method, self._one_plate_message(method))
         groups = np.zeros(n, dtype=int) if groups is None else groups
+        what = "adapted" if method == "adapt" else "predicted"
         if norm.per_group:
-            check_group_sizes(groups, 2, what="predicted")
-        if norm.controls:
+            check_group_sizes(groups[pending], 2, what=what)
+        if norm.controls and pending.any():
             if controls is None:
                 self._warn_missing_metadata(
                     method,
@@ -226,8 +236,13 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
                 )
                 norm = NORMS["group"]
             else:
-                check_controls_per_group(groups, controls, 2, where="predict")
-        return X, groups, controls, norm
+                check_controls_per_group(
+                    groups[pending],
+                    controls[pending],
+                    2,
+                    where="adapt" if method == "adapt" else "predict",
+                )
+        return X, groups, controls, norm, stored
 
     # ----------------------------------------------------------------- training
     def _resolve_device(self):
@@ -322,11 +337,12 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         )
 
     # ---------------------------------------------------------------- inference
-    def _predict_outputs(self, module, X, groups, controls, norm):
+    def _predict_outputs(self, module, X, groups, controls, norm, stored=None):
         """Outputs of ``module`` (part of the fitted net) for every row of ``X``.
 
         Reads the fitted network only: the train/eval mode was set once at the
-        end of fit, and statistics live in the call.
+        end of fit, and statistics live in the call. Rows of the plates in
+        ``stored`` are normalised with their stored statistics.
         """
         if module.training:  # a network restored in train mode; idempotent
             self.net_.module_.eval()
@@ -339,6 +355,7 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
             chunk_size=self.predict_batch_size,
             device=self.net_.device,
             dtype=_PRECISIONS[self.precision],
+            stored=self._stored_layers(stored) if stored else None,
         )
 
     def _set_fitted(self, X, shape, n_out, net):
@@ -351,6 +368,8 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         self.n_features_out_ = n_out
         self.net_ = net
         self.device_ = str(net.device)
+        self.plate_statistics_ = {}  # statistics of the old network are void
+        self.adapted_norm_ = None
 
     def transform(self, X, *, groups=None, controls=None):
         """Backbone features (embeddings), each plate with its own BN statistics.
@@ -369,11 +388,13 @@ class BENBase(PlateMetadataMixin, TransformerMixin, BaseEstimator):
         features : ndarray of shape (n_samples, n_features_out_)
             Backbone features, before any training head.
         """
-        X, groups, controls, norm = self._check_predict_inputs(
+        X, groups, controls, norm, stored = self._check_predict_inputs(
             X, groups, controls, "transform"
         )
         backbone = self.net_.module_.backbone
-        return self._predict_outputs(backbone, X, groups, controls, norm).numpy()
+        return self._predict_outputs(
+            backbone, X, groups, controls, norm, stored
+        ).numpy()
 
     def _one_plate_message(self, method):
         samples = "samples" if method == "fit" else "its samples"

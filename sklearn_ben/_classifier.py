@@ -101,6 +101,14 @@ class BENClassifier(ClassifierMixin, BENBase):
         Dimension of the backbone features returned by ``transform``.
     device_ : str
         Device the network was trained on.
+    plate_statistics_ : dict
+        ``{plate: {layer_name: (mean, var)}}``: batch-norm statistics kept by
+        :meth:`adapt` (CPU tensors); empty after ``fit``.
+    adapted_groups_ : ndarray
+        Labels of the adapted plates, whose samples are predicted with their
+        stored statistics, one sample at a time if need be.
+    adapted_norm_ : str or None
+        The ``norm`` the stored statistics were computed for.
 
     See Also
     --------
@@ -268,10 +276,12 @@ class BENClassifier(ClassifierMixin, BENBase):
         return self._proba(X, groups, controls, "predict_proba")
 
     def _proba(self, X, groups, controls, method):
-        X, groups, controls, norm = self._check_predict_inputs(
+        X, groups, controls, norm, stored = self._check_predict_inputs(
             X, groups, controls, method
         )
-        logits = self._predict_outputs(self.net_.module_, X, groups, controls, norm)
+        logits = self._predict_outputs(
+            self.net_.module_, X, groups, controls, norm, stored
+        )
         return torch.softmax(logits, dim=1).numpy()
 
     def predict(self, X, *, groups=None, controls=None):

@@ -171,6 +171,14 @@ class BENEmbedder(BENBase):
         Classes of ``y`` (``method="supervised"`` only).
     device_ : str
         Device the network was trained on.
+    plate_statistics_ : dict
+        ``{plate: {layer_name: (mean, var)}}``: batch-norm statistics kept by
+        :meth:`adapt` (CPU tensors); empty after ``fit``.
+    adapted_groups_ : ndarray
+        Labels of the adapted plates, whose samples are predicted with their
+        stored statistics, one sample at a time if need be.
+    adapted_norm_ : str or None
+        The ``norm`` the stored statistics were computed for.
 
     See Also
     --------

@@ -46,6 +46,8 @@ __all__ = [
     "GroupBatchNorm3d",
     "bn_statistics",
     "convert_batchnorm",
+    "fixed_statistics",
+    "gather_statistics",
     "group_forward",
     "group_layers",
     "named_group_layers",
@@ -58,7 +60,7 @@ SOURCES = ("running", "batch", "controls")
 class _Source:
     """Where one call's batch-norm statistics come from (never shared)."""
 
-    kind: str  # "running" | "batch" | "controls" | "gather"
+    kind: str  # "running" | "batch" | "controls" | "gather" | "record" | "fixed"
     mask: Tensor | None = None  # (N,) bool, rows whose statistics are used
     stats: dict = field(default_factory=dict)  # layer -> (mean (C,), var (C,))
     acc: dict = field(default_factory=dict)  # layer -> [n, mean (C,), m2 (C,)]
@@ -102,6 +104,14 @@ class _GroupBatchNormMixin:
         stats = source.stats.get(self)
         if stats is not None:
             return self._normalize(x, *stats)
+        if source.kind == "fixed":
+            raise RuntimeError(
+                f"No stored statistics for the batch-norm layer {self!r}; "
+                "fixed_statistics needs (mean, var) for every layer the network "
+                "runs. Gather them with gather_statistics on the same network."
+            )
+        if source.kind == "record":
+            return self._forward_record(x, source)
         if source.kind == "running":
             return self._forward_running(x)
         if source.kind == "batch":
@@ -142,6 +152,21 @@ class _GroupBatchNormMixin:
                 f" for a batch of {x.shape[0]}."
             )
         return x[mask]
+
+    def _forward_record(self, x: Tensor, source: _Source) -> Tensor:
+        # One pass over a whole group: normalise with its statistics, keep them.
+        rows = x if source.mask is None else self._control_rows(x, source.mask)
+        if rows.shape[0] == 0:
+            raise RuntimeError(
+                "A batch-norm layer saw no rows to compute statistics from (no "
+                "control rows in the group)."
+            )
+        var, mean = torch.var_mean(
+            _wide(rows), dim=self._reduce_dims(rows), unbiased=False
+        )
+        dtype = self.weight.dtype if self.weight is not None else torch.float32
+        source.stats[self] = (mean.to(dtype), var.to(dtype))
+        return self._normalize(x, *source.stats[self])
 
     def _forward_controls(self, x: Tensor, mask: Tensor | None) -> Tensor:
         xc = _wide(self._control_rows(x, mask))  # (n_controls, C, *)
@@ -386,6 +411,46 @@ def bn_statistics(
 
 
 @contextmanager
+def fixed_statistics(
+    stats: Mapping[nn.Module, tuple[Tensor, Tensor]],
+) -> Iterator[None]:
+    """Normalise every batch-norm layer with stored statistics, whatever the batch.
+
+    Inside the block each group-wise batch-norm layer normalises with its
+    ``(mean, var)`` from ``stats`` (as gathered by :func:`gather_statistics`),
+    so the output of a row does not depend on the other rows of the batch: a
+    single image gets exactly the output it gets inside its whole group. A
+    layer missing from ``stats`` raises ``RuntimeError`` rather than falling
+    back to any other source. Thread-safe as :func:`bn_statistics`.
+
+    Parameters
+    ----------
+    stats : mapping
+        ``{layer: (mean, var)}``, per-channel statistics (biased variance) of
+        every group-wise batch-norm layer the forward pass runs.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from sklearn_ben.batchnorm import (
+    ...     bn_statistics, convert_batchnorm, fixed_statistics, gather_statistics)
+    >>> net = convert_batchnorm(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)))
+    >>> plate = torch.randn(10, 3)
+    >>> with torch.no_grad():
+    ...     stats = gather_statistics(net, lambda: [(plate, None)], use_controls=False)
+    ...     with fixed_statistics(stats):
+    ...         one = net(plate[:1])  # a single row, normalised as in its plate
+    ...     with bn_statistics("batch"):  # the whole plate at once
+    ...         whole = net(plate)
+    >>> torch.allclose(one, whole[:1], atol=1e-5)
+    True
+    """
+    with _scoped(_Source("fixed", stats=dict(stats))):
+        yield
+
+
+@contextmanager
 def _scoped(source: _Source) -> Iterator[_Source]:
     token = _SOURCE.set(source)
     try:
@@ -452,6 +517,13 @@ def gather_statistics(
     dtype), so ``bn_statistics("batch", stats=...)`` reproduces its outputs
     for any subset of the group.
     """
+    first = list(_take(chunks(), 2))
+    if len(first) == 1:  # the whole group at once: one recording pass
+        x, mask = first[0]
+        source = _Source("record", mask if use_controls else None)
+        with _scoped(source):
+            module(x)
+        return dict(source.stats)
     source = _Source("gather")
     _forward_gathered(module, chunks, use_controls, source, outputs=False)
     return dict(source.stats)
