@@ -66,7 +66,7 @@ class BENClassifier(ClassifierMixin, BENBase):
         Largest number of samples sent through the network at once at
         inference. ``None`` sends each whole group at once (fastest). A smaller
         value bounds memory; outputs stay those of the whole group (see the
-        user guide), at the cost of one partial pass per batch-norm layer.
+        user guide), at the cost of a few partial passes per network block.
     validation_fraction : float or None, default=None
         Share of the training groups held out (whole plates) and scored after
         each epoch with group-wise inference (``valid_loss``, ``valid_acc``).

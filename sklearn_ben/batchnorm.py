@@ -29,6 +29,7 @@ This module imports torch only (no scikit-learn, no skorch), so it can be used
 from a plain PyTorch training loop.
 """
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -462,7 +463,13 @@ def _scoped(source: _Source) -> Iterator[_Source]:
 Chunks = Callable[[], Iterable[tuple[Tensor, Tensor | None]]]
 
 
-def group_forward(module: nn.Module, chunks: Chunks, *, use_controls: bool) -> Tensor:
+def group_forward(
+    module: nn.Module,
+    chunks: Chunks,
+    *,
+    use_controls: bool,
+    cache_bytes: int | None = None,
+) -> Tensor:
     """Forward one group (plate) with its own batch-norm statistics.
 
     Parameters
@@ -473,10 +480,15 @@ def group_forward(module: nn.Module, chunks: Chunks, *, use_controls: bool) -> T
     chunks : callable
         Returns, each time it is called, an iterable over the group's samples
         in chunks ``(x, mask)``: inputs and the boolean control mask of the
-        chunk (``None`` when ``use_controls`` is False). Called once when the
-        group comes as one chunk, once per batch-norm layer plus once otherwise.
+        chunk (``None`` when ``use_controls`` is False). Called once, so each
+        input is read once, unless the inputs exceed ``cache_bytes``.
     use_controls : bool
         Statistics from the control rows only (True) or from all rows (False).
+    cache_bytes : int or None, default=None
+        Host memory for the group's inputs and block-boundary activations
+        (two boundaries at a time); None is 8 GiB. Past it the method falls
+        back to fewer cached boundaries, then to reading the inputs again,
+        with the same results.
 
     Returns
     -------
@@ -492,23 +504,36 @@ def group_forward(module: nn.Module, chunks: Chunks, *, use_controls: bool) -> T
     group's statistics found so far), merges its statistics over the chunks,
     and stops there. The last pass normalises every layer with whole-group
     statistics, so the outputs equal those of the single pass up to float
-    rounding, with memory bounded by the chunk size. A layer called twice in
-    one forward pass gets the statistics of its first call. All of this state
-    lives in the call, so concurrent calls do not interfere.
+    rounding, with device memory bounded by the chunk size. A layer called
+    twice in one forward pass gets the statistics of its first call. All of
+    this state lives in the call, so concurrent calls do not interfere.
+
+    The inputs are read once and kept on the host. For networks that are
+    chains of blocks (``nn.Sequential``, torchvision ResNets, the built-in
+    networks, modules defining ``sklearn_ben_blocks()``), the group's
+    activations are also kept on the host at block boundaries, and the passes
+    above run block by block from them: each block runs about once per
+    batch-norm layer inside it, plus once, instead of once per batch-norm
+    layer before it. Other graphs run every pass from the inputs (the cost
+    grows with the number of batch-norm layers).
     """
-    if not callable(chunks):
-        raise TypeError("chunks must be a callable returning (x, mask) pairs.")
-    first = list(_take(chunks(), 2))
+    first, resumed = _first_two(chunks)
     if len(first) == 1:
         x, mask = first[0]
         source = "controls" if use_controls else "batch"
         with bn_statistics(source, mask=mask):
             return module(x)
-    return _forward_gathered(module, chunks, use_controls, _Source("gather"))
+    return _blocks().gather_by_blocks(
+        module, resumed, use_controls, _Source("gather"), **_budget(cache_bytes)
+    )
 
 
 def gather_statistics(
-    module: nn.Module, chunks: Chunks, *, use_controls: bool
+    module: nn.Module,
+    chunks: Chunks,
+    *,
+    use_controls: bool,
+    cache_bytes: int | None = None,
 ) -> dict[nn.Module, tuple[Tensor, Tensor]]:
     """Exact whole-group statistics ``{layer: (mean, var)}`` of every BN layer.
 
@@ -517,7 +542,7 @@ def gather_statistics(
     dtype), so ``bn_statistics("batch", stats=...)`` reproduces its outputs
     for any subset of the group.
     """
-    first = list(_take(chunks(), 2))
+    first, resumed = _first_two(chunks)
     if len(first) == 1:  # the whole group at once: one recording pass
         x, mask = first[0]
         source = _Source("record", mask if use_controls else None)
@@ -525,27 +550,37 @@ def gather_statistics(
             module(x)
         return dict(source.stats)
     source = _Source("gather")
-    _forward_gathered(module, chunks, use_controls, source, outputs=False)
+    _blocks().gather_by_blocks(
+        module, resumed, use_controls, source, outputs=False, **_budget(cache_bytes)
+    )
     return dict(source.stats)
 
 
-def _forward_gathered(module, chunks, use_controls, source, *, outputs=True):
-    layers = group_layers(module)
-    with _scoped(source):
-        while True:
-            results, stopped = [], False
-            for x, mask in chunks():
-                source.mask = mask if use_controls else None
-                try:
-                    out = module(x)
-                except _StopForward:
-                    stopped = True
-                else:
-                    if outputs:
-                        results.append(out)
-            if not stopped:
-                return torch.cat(results) if outputs else None
-            _freeze_gathered(source, layers)
+def _blocks():
+    from sklearn_ben import _blocks  # block caching builds on this module
+
+    return _blocks
+
+
+def _budget(cache_bytes: int | None) -> dict:
+    return {} if cache_bytes is None else {"cache_bytes": cache_bytes}
+
+
+def _first_two(chunks: Chunks) -> tuple[list, Chunks]:
+    """The first two chunks, and a callable replaying them then the rest once.
+
+    So the chunks are read once; later calls (if any) call ``chunks`` again.
+    """
+    if not callable(chunks):
+        raise TypeError("chunks must be a callable returning (x, mask) pairs.")
+    rest = iter(chunks())
+    first = list(itertools.islice(rest, 2))
+    pending = [itertools.chain(first, rest)]
+
+    def resumed():
+        return pending.pop() if pending else chunks()
+
+    return first, resumed
 
 
 def _freeze_gathered(source: _Source, layers: list) -> None:
@@ -559,10 +594,3 @@ def _freeze_gathered(source: _Source, layers: list) -> None:
             n, mean, m2 = source.acc.pop(layer)
             dtype = layer.weight.dtype if layer.weight is not None else torch.float32
             source.stats[layer] = (mean.to(dtype), (m2 / n).to(dtype))
-
-
-def _take(iterable: Iterable, n: int) -> Iterator:
-    for i, item in enumerate(iterable):
-        if i >= n:
-            return
-        yield item
