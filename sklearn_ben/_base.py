@@ -21,7 +21,13 @@ from sklearn_ben._adapt import AdaptMixin
 from sklearn_ben._data import BatchDataset, _item_image, is_dataset
 from sklearn_ben._metadata import PlateMetadataMixin
 from sklearn_ben._sklearn_compat import HasMethods, Interval, StrOptions
-from sklearn_ben._training import GroupValidation, TrainSettings, train_network
+from sklearn_ben._training import (
+    GroupValidation,
+    TrainSettings,
+    restore_slim,
+    slim_copy,
+    train_network,
+)
 from sklearn_ben._validation import (
     check_controls,
     check_controls_per_group,
@@ -419,6 +425,19 @@ class BENBase(AdaptMixin, PlateMetadataMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         prefix = type(self).__name__.lower()
         return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], object)
+
+    def __getstate__(self):
+        # The network once, without optimiser moments or schedulers: a pickle
+        # about the size of the state dict (tests/test_persist.py).
+        state = dict(super().__getstate__())  # may be self.__dict__ itself
+        if state.get("net_") is not None:
+            state["net_"] = slim_copy(state["net_"])
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if getattr(self, "net_", None) is not None:
+            restore_slim(self.net_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

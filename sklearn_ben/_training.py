@@ -7,6 +7,7 @@ engine (:func:`sklearn_ben.inference.predict_by_group`); nothing here calls
 back into an estimator.
 """
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -20,7 +21,13 @@ from torch.utils.data import DataLoader
 
 from sklearn_ben.inference import autocast, predict_by_group
 
-__all__ = ["GroupValidation", "TrainSettings", "train_network"]
+__all__ = [
+    "GroupValidation",
+    "TrainSettings",
+    "restore_slim",
+    "slim_copy",
+    "train_network",
+]
 
 
 @dataclass(frozen=True)
@@ -202,4 +209,70 @@ def train_network(
     # The sampler holds the training groups; it is not needed any more.
     net.iterator_train__sampler = None
     net.module_.eval()  # once; inference never flips it
+    return net
+
+
+def _training_only(value) -> bool:
+    """Optimisers, LR schedulers and saved weight dicts: training state only."""
+    if isinstance(value, torch.optim.Optimizer):
+        return True
+    if isinstance(getattr(value, "optimizer", None), torch.optim.Optimizer):
+        return True  # an LR scheduler
+    return isinstance(value, dict) and any(
+        isinstance(v, torch.Tensor) for v in value.values()
+    )
+
+
+def slim_copy(net: NeuralNet) -> NeuralNet:
+    """A shallow copy of a trained net that pickles the network once.
+
+    skorch pickles the ``module`` argument and the initialised ``module_``
+    separately, the optimiser with its moments (Adam: twice the weights), and
+    the callbacks with the LR scheduler that holds the optimiser again: a
+    ResNet-18 pickled to six times its state dict. The copy keeps
+    ``module_`` (its ``module`` argument is restored from it by
+    :func:`restore_slim`), an optimiser without state, and callbacks without
+    schedulers or saved weights. ``net`` itself is not changed.
+    """
+    slim = copy.copy(net)
+    slim.__dict__ = dict(net.__dict__)
+    if slim.__dict__.get("module") is net.__dict__.get("module_"):
+        slim.module = None
+    optimizer = net.__dict__.get("optimizer_")
+    if optimizer is not None:
+        empty = copy.copy(optimizer)
+        empty.__dict__ = dict(optimizer.__dict__)
+        empty.state = type(optimizer.state)()
+        slim.optimizer_ = empty
+    copies = {}
+
+    def slim_callback(cb):
+        if id(cb) not in copies:
+            twin = copy.copy(cb)
+            twin.__dict__ = {
+                k: (None if _training_only(v) else v) for k, v in vars(cb).items()
+            }
+            copies[id(cb)] = twin
+        return copies[id(cb)]
+
+    for name in ("callbacks", "callbacks_"):
+        items = net.__dict__.get(name)
+        if isinstance(items, list):
+            setattr(
+                slim,
+                name,
+                [
+                    (i[0], slim_callback(i[1]))
+                    if isinstance(i, tuple)
+                    else slim_callback(i)
+                    for i in items
+                ],
+            )
+    return slim
+
+
+def restore_slim(net: NeuralNet) -> NeuralNet:
+    """Undo what :func:`slim_copy` left out that inference needs (in place)."""
+    if net.__dict__.get("module") is None and "module_" in net.__dict__:
+        net.module = net.module_
     return net
