@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from sklearn_ben._accelerate import check_accelerator, distribute, plate_parallel
+from sklearn_ben._adapt import AdaptMixin
 from sklearn_ben._data import BatchDataset, _item_image, is_dataset
 from sklearn_ben._metadata import PlateMetadataMixin
 from sklearn_ben._params import PrefixedParamsMixin
@@ -32,6 +33,8 @@ from sklearn_ben._training import (
     check_callbacks,
     check_iterator_params,
     join_histories,
+    restore_slim,
+    slim_copy,
     train_network,
 )
 from sklearn_ben._validation import (
@@ -75,7 +78,9 @@ NORMS = {
 }
 
 
-class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEstimator):
+class BENBase(
+    AdaptMixin, PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEstimator
+):
     """Shared machinery of the BEN estimators (not public)."""
 
     _parameter_constraints = {
@@ -117,14 +122,6 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
 
     #: criterion_params keys that are estimator parameters (embedder: temperature)
     _criterion_aliases: dict = {}
-
-    def __getstate__(self):
-        # An Accelerator belongs to the processes of one launch: a pickled
-        # estimator drops it and predicts in a single process (issue 14).
-        state = super().__getstate__()
-        if state.get("accelerator") is not None:
-            state = {**state, "accelerator": None}
-        return state
 
     def set_params(self, **params):
         """Set parameters; ``module__<name>`` also works when module is a name.
@@ -251,8 +248,13 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
             return str(_item_image(X[0]).numpy().dtype)
         return str(X.dtype)
 
-    def _check_predict_inputs(self, X, groups, controls, method):
-        """Checks of every inference call; returns inputs and the norm to use."""
+    def _check_predict_inputs(self, X, groups, controls, method, *, use_stored=True):
+        """Checks of every inference call; returns inputs, the norm to use and
+        the stored statistics of the adapted plates among ``groups``.
+
+        Rows of adapted plates need neither plate-mates nor controls, so the
+        plate checks apply to the other rows only.
+        """
         check_is_fitted(self)
         norm = self._norm()
         X_in = X  # feature names are read from X as passed (e.g. a DataFrame)
@@ -287,13 +289,20 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
         self._check_input_dtype(X)
         n = len(X)
         groups, controls = check_groups(groups, n), check_controls(controls, n)
+        stored, pending = {}, np.ones(n, dtype=bool)
+        if use_stored and groups is not None:
+            stored, pending = self._stored_statistics(groups, norm)
         if norm.per_group and groups is None:
             self._warn_missing_metadata(method, self._one_plate_message(method))
         groups = np.zeros(n, dtype=int) if groups is None else groups
+        what = "adapted" if method == "adapt" else "predicted"
         if norm.per_group:
-            check_group_sizes(groups, 2, what="predicted")
-            _warn_small_groups(groups, None if not norm.controls else controls)
-        if norm.controls:
+            check_group_sizes(groups[pending], 2, what=what)
+            _warn_small_groups(
+                groups[pending],
+                None if not norm.controls or controls is None else controls[pending],
+            )
+        if norm.controls and pending.any():
             if controls is None:
                 self._warn_missing_metadata(
                     method,
@@ -303,8 +312,13 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
                 )
                 norm = NORMS["group"]
             else:
-                check_controls_per_group(groups, controls, 2, where="predict")
-        return X, groups, controls, norm
+                check_controls_per_group(
+                    groups[pending],
+                    controls[pending],
+                    2,
+                    where="adapt" if method == "adapt" else "predict",
+                )
+        return X, groups, controls, norm, stored
 
     def _check_training_params(self):
         """Check the skorch pass-through parameters; nothing is changed."""
@@ -512,11 +526,12 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
         )
 
     # ---------------------------------------------------------------- inference
-    def _predict_outputs(self, module, X, groups, controls, norm):
+    def _predict_outputs(self, module, X, groups, controls, norm, stored=None):
         """Outputs of ``module`` (part of the fitted net) for every row of ``X``.
 
         Reads the fitted network only: the train/eval mode was set once at the
-        end of fit, and statistics live in the call.
+        end of fit, and statistics live in the call. Rows of the plates in
+        ``stored`` are normalised with their stored statistics.
         """
         if module.training:  # a network restored in train mode; idempotent
             self.net_.module_.eval()
@@ -531,6 +546,7 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
             device=self.net_.device,
             dtype=_PRECISIONS[self.precision],
             intensity=self.intensity,
+            stored=self._stored_layers(stored) if stored else None,
         )
 
     def _set_fitted(self, X_in, X, shape, n_out, net):
@@ -556,6 +572,8 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
         self.n_iter_ = len(net.history)
         self.loss_curve_ = [float(row["train_loss"]) for row in net.history]
         self.best_epoch_ = best
+        self.plate_statistics_ = {}  # statistics of the old network are void
+        self.adapted_norm_ = None
 
     @property
     def device_(self):
@@ -580,11 +598,13 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
         features : ndarray of shape (n_samples, n_features_out_)
             Backbone features, before any training head.
         """
-        X, groups, controls, norm = self._check_predict_inputs(
+        X, groups, controls, norm, stored = self._check_predict_inputs(
             X, groups, controls, "transform"
         )
         backbone = self.net_.module_.backbone
-        return self._predict_outputs(backbone, X, groups, controls, norm).numpy()
+        return self._predict_outputs(
+            backbone, X, groups, controls, norm, stored
+        ).numpy()
 
     def _one_plate_message(self, method):
         samples = "samples" if method == "fit" else "its samples"
@@ -609,6 +629,23 @@ class BENBase(PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEst
         check_is_fitted(self)
         prefix = type(self).__name__.lower()
         return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], object)
+
+    def __getstate__(self):
+        # The network once, without optimiser moments or schedulers: a pickle
+        # about the size of the state dict (tests/test_pickles.py).
+        state = dict(super().__getstate__())  # may be self.__dict__ itself
+        if state.get("net_") is not None:
+            state["net_"] = slim_copy(state["net_"])
+        # An Accelerator belongs to the processes of one launch: a pickled
+        # estimator drops it and predicts in a single process (issue 14).
+        if state.get("accelerator") is not None:
+            state["accelerator"] = None
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if getattr(self, "net_", None) is not None:
+            restore_slim(self.net_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -74,7 +74,7 @@ class BENClassifier(ClassifierMixin, BENBase):
         Largest number of samples sent through the network at once at
         inference. ``None`` sends each whole group at once (fastest). A smaller
         value bounds memory; outputs stay those of the whole group (see the
-        user guide), at the cost of one partial pass per batch-norm layer.
+        user guide), at the cost of a few partial passes per network block.
     validation_fraction : float or None, default=None
         Share of the training groups held out (whole plates) and scored after
         each epoch with group-wise inference (``valid_loss``, ``valid_acc``).
@@ -176,6 +176,14 @@ class BENClassifier(ClassifierMixin, BENBase):
     best_epoch_ : int or None
         With ``n_iter_no_change``: the epoch whose weights were kept (lowest
         ``valid_loss``); None otherwise.
+    plate_statistics_ : dict
+        ``{plate: {layer_name: (mean, var)}}``: batch-norm statistics kept by
+        :meth:`adapt` (CPU tensors); empty after ``fit``.
+    adapted_groups_ : ndarray
+        Labels of the adapted plates, whose samples are predicted with their
+        stored statistics, one sample at a time if need be.
+    adapted_norm_ : str or None
+        The ``norm`` the stored statistics were computed for.
 
     See Also
     --------
@@ -443,10 +451,12 @@ class BENClassifier(ClassifierMixin, BENBase):
         return self._proba(X, groups, controls, "predict_proba")
 
     def _proba(self, X, groups, controls, method):
-        X, groups, controls, norm = self._check_predict_inputs(
+        X, groups, controls, norm, stored = self._check_predict_inputs(
             X, groups, controls, method
         )
-        logits = self._predict_outputs(self.net_.module_, X, groups, controls, norm)
+        logits = self._predict_outputs(
+            self.net_.module_, X, groups, controls, norm, stored
+        )
         return torch.softmax(logits, dim=1).numpy()
 
     def predict(self, X, *, groups=None, controls=None):

@@ -219,6 +219,14 @@ class BENEmbedder(BENBase):
         Training loss of each epoch.
     best_epoch_ : None
         Always None: contrastive training has no held-out scoring.
+    plate_statistics_ : dict
+        ``{plate: {layer_name: (mean, var)}}``: batch-norm statistics kept by
+        :meth:`adapt` (CPU tensors); empty after ``fit``.
+    adapted_groups_ : ndarray
+        Labels of the adapted plates, whose samples are predicted with their
+        stored statistics, one sample at a time if need be.
+    adapted_norm_ : str or None
+        The ``norm`` the stored statistics were computed for.
 
     See Also
     --------

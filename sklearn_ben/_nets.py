@@ -33,6 +33,14 @@ class HeadNet(nn.Module):
         with bn_statistics("controls", mask=controls):
             return self.head(self.backbone(X))
 
+    def sklearn_ben_blocks(self) -> list[nn.Module]:
+        """The chain ``forward`` computes without controls: backbone, head.
+
+        Lets chunked group statistics cache activations between blocks
+        (see :func:`sklearn_ben.batchnorm.group_forward`).
+        """
+        return [self.backbone, self.head]
+
 
 @contextmanager
 def seeded(seed: int):

@@ -40,6 +40,8 @@ __all__ = [
     "callback_names",
     "check_callbacks",
     "join_histories",
+    "restore_slim",
+    "slim_copy",
     "train_network",
 ]
 
@@ -527,3 +529,69 @@ def _check_finite_weights(module: nn.Module) -> None:
             f"network, e.g. {bad[0]!r}; lower lr or check the inputs' scale. The "
             "estimator keeps its previous state."
         )
+
+
+def _training_only(value) -> bool:
+    """Optimisers, LR schedulers and saved weight dicts: training state only."""
+    if isinstance(value, torch.optim.Optimizer):
+        return True
+    if isinstance(getattr(value, "optimizer", None), torch.optim.Optimizer):
+        return True  # an LR scheduler
+    return isinstance(value, dict) and any(
+        isinstance(v, torch.Tensor) for v in value.values()
+    )
+
+
+def slim_copy(net: NeuralNet) -> NeuralNet:
+    """A shallow copy of a trained net that pickles the network once.
+
+    skorch pickles the ``module`` argument and the initialised ``module_``
+    separately, the optimiser with its moments (Adam: twice the weights), and
+    the callbacks with the LR scheduler that holds the optimiser again: a
+    ResNet-18 pickled to six times its state dict. The copy keeps
+    ``module_`` (its ``module`` argument is restored from it by
+    :func:`restore_slim`), an optimiser without state, and callbacks without
+    schedulers or saved weights. ``net`` itself is not changed.
+    """
+    slim = copy.copy(net)
+    slim.__dict__ = dict(net.__dict__)
+    if slim.__dict__.get("module") is net.__dict__.get("module_"):
+        slim.module = None
+    optimizer = net.__dict__.get("optimizer_")
+    if optimizer is not None:
+        empty = copy.copy(optimizer)
+        empty.__dict__ = dict(optimizer.__dict__)
+        empty.state = type(optimizer.state)()
+        slim.optimizer_ = empty
+    copies = {}
+
+    def slim_callback(cb):
+        if id(cb) not in copies:
+            twin = copy.copy(cb)
+            twin.__dict__ = {
+                k: (None if _training_only(v) else v) for k, v in vars(cb).items()
+            }
+            copies[id(cb)] = twin
+        return copies[id(cb)]
+
+    for name in ("callbacks", "callbacks_"):
+        items = net.__dict__.get(name)
+        if isinstance(items, list):
+            setattr(
+                slim,
+                name,
+                [
+                    (i[0], slim_callback(i[1]))
+                    if isinstance(i, tuple)
+                    else slim_callback(i)
+                    for i in items
+                ],
+            )
+    return slim
+
+
+def restore_slim(net: NeuralNet) -> NeuralNet:
+    """Undo what :func:`slim_copy` left out that inference needs (in place)."""
+    if net.__dict__.get("module") is None and "module_" in net.__dict__:
+        net.module = net.module_
+    return net

@@ -29,6 +29,7 @@ This module imports torch only (no scikit-learn, no skorch), so it can be used
 from a plain PyTorch training loop.
 """
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -46,6 +47,8 @@ __all__ = [
     "GroupBatchNorm3d",
     "bn_statistics",
     "convert_batchnorm",
+    "fixed_statistics",
+    "gather_statistics",
     "group_forward",
     "group_layers",
     "named_group_layers",
@@ -59,7 +62,7 @@ SOURCES = ("running", "batch", "controls")
 class _Source:
     """Where one call's batch-norm statistics come from (never shared)."""
 
-    kind: str  # "running" | "batch" | "controls" | "gather"
+    kind: str  # "running" | "batch" | "controls" | "gather" | "record" | "fixed"
     mask: Tensor | None = None  # (N,) bool, rows whose statistics are used
     stats: dict = field(default_factory=dict)  # layer -> (mean (C,), var (C,))
     acc: dict = field(default_factory=dict)  # layer -> [n, mean (C,), m2 (C,)]
@@ -105,6 +108,14 @@ class _GroupBatchNormMixin:
         stats = source.stats.get(self)
         if stats is not None:
             return self._normalize(x, *stats)
+        if source.kind == "fixed":
+            raise RuntimeError(
+                f"No stored statistics for the batch-norm layer {self!r}; "
+                "fixed_statistics needs (mean, var) for every layer the network "
+                "runs. Gather them with gather_statistics on the same network."
+            )
+        if source.kind == "record":
+            return self._forward_record(x, source)
         if source.kind == "running":
             return self._forward_running(x)
         if source.kind == "batch":
@@ -147,6 +158,21 @@ class _GroupBatchNormMixin:
                 f" for a batch of {x.shape[0]}."
             )
         return x[mask]
+
+    def _forward_record(self, x: Tensor, source: _Source) -> Tensor:
+        # One pass over a whole group: normalise with its statistics, keep them.
+        rows = x if source.mask is None else self._control_rows(x, source.mask)
+        if rows.shape[0] == 0:
+            raise RuntimeError(
+                "A batch-norm layer saw no rows to compute statistics from (no "
+                "control rows in the group)."
+            )
+        var, mean = torch.var_mean(
+            _wide(rows), dim=self._reduce_dims(rows), unbiased=False
+        )
+        dtype = self.weight.dtype if self.weight is not None else torch.float32
+        source.stats[self] = (mean.to(dtype), var.to(dtype))
+        return self._normalize(x, *source.stats[self])
 
     def _forward_controls(self, x: Tensor, mask: Tensor | None) -> Tensor:
         xc = _wide(self._control_rows(x, mask))  # (n_controls, C, *)
@@ -392,6 +418,46 @@ def bn_statistics(
 
 
 @contextmanager
+def fixed_statistics(
+    stats: Mapping[nn.Module, tuple[Tensor, Tensor]],
+) -> Iterator[None]:
+    """Normalise every batch-norm layer with stored statistics, whatever the batch.
+
+    Inside the block each group-wise batch-norm layer normalises with its
+    ``(mean, var)`` from ``stats`` (as gathered by :func:`gather_statistics`),
+    so the output of a row does not depend on the other rows of the batch: a
+    single image gets exactly the output it gets inside its whole group. A
+    layer missing from ``stats`` raises ``RuntimeError`` rather than falling
+    back to any other source. Thread-safe as :func:`bn_statistics`.
+
+    Parameters
+    ----------
+    stats : mapping
+        ``{layer: (mean, var)}``, per-channel statistics (biased variance) of
+        every group-wise batch-norm layer the forward pass runs.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from sklearn_ben.batchnorm import (
+    ...     bn_statistics, convert_batchnorm, fixed_statistics, gather_statistics)
+    >>> net = convert_batchnorm(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)))
+    >>> plate = torch.randn(10, 3)
+    >>> with torch.no_grad():
+    ...     stats = gather_statistics(net, lambda: [(plate, None)], use_controls=False)
+    ...     with fixed_statistics(stats):
+    ...         one = net(plate[:1])  # a single row, normalised as in its plate
+    ...     with bn_statistics("batch"):  # the whole plate at once
+    ...         whole = net(plate)
+    >>> torch.allclose(one, whole[:1], atol=1e-5)
+    True
+    """
+    with _scoped(_Source("fixed", stats=dict(stats))):
+        yield
+
+
+@contextmanager
 def _scoped(source: _Source) -> Iterator[_Source]:
     token = _SOURCE.set(source)
     try:
@@ -403,7 +469,13 @@ def _scoped(source: _Source) -> Iterator[_Source]:
 Chunks = Callable[[], Iterable[tuple[Tensor, Tensor | None]]]
 
 
-def group_forward(module: nn.Module, chunks: Chunks, *, use_controls: bool) -> Tensor:
+def group_forward(
+    module: nn.Module,
+    chunks: Chunks,
+    *,
+    use_controls: bool,
+    cache_bytes: int | None = None,
+) -> Tensor:
     """Forward one group (plate) with its own batch-norm statistics.
 
     Parameters
@@ -414,10 +486,15 @@ def group_forward(module: nn.Module, chunks: Chunks, *, use_controls: bool) -> T
     chunks : callable
         Returns, each time it is called, an iterable over the group's samples
         in chunks ``(x, mask)``: inputs and the boolean control mask of the
-        chunk (``None`` when ``use_controls`` is False). Called once when the
-        group comes as one chunk, once per batch-norm layer plus once otherwise.
+        chunk (``None`` when ``use_controls`` is False). Called once, so each
+        input is read once, unless the inputs exceed ``cache_bytes``.
     use_controls : bool
         Statistics from the control rows only (True) or from all rows (False).
+    cache_bytes : int or None, default=None
+        Host memory for the group's inputs and block-boundary activations
+        (two boundaries at a time); None is 8 GiB. Past it the method falls
+        back to fewer cached boundaries, then to reading the inputs again,
+        with the same results.
 
     Returns
     -------
@@ -433,23 +510,36 @@ def group_forward(module: nn.Module, chunks: Chunks, *, use_controls: bool) -> T
     group's statistics found so far), merges its statistics over the chunks,
     and stops there. The last pass normalises every layer with whole-group
     statistics, so the outputs equal those of the single pass up to float
-    rounding, with memory bounded by the chunk size. A layer called twice in
-    one forward pass gets the statistics of its first call. All of this state
-    lives in the call, so concurrent calls do not interfere.
+    rounding, with device memory bounded by the chunk size. A layer called
+    twice in one forward pass gets the statistics of its first call. All of
+    this state lives in the call, so concurrent calls do not interfere.
+
+    The inputs are read once and kept on the host. For networks that are
+    chains of blocks (``nn.Sequential``, torchvision ResNets, the built-in
+    networks, modules defining ``sklearn_ben_blocks()``), the group's
+    activations are also kept on the host at block boundaries, and the passes
+    above run block by block from them: each block runs about once per
+    batch-norm layer inside it, plus once, instead of once per batch-norm
+    layer before it. Other graphs run every pass from the inputs (the cost
+    grows with the number of batch-norm layers).
     """
-    if not callable(chunks):
-        raise TypeError("chunks must be a callable returning (x, mask) pairs.")
-    first = list(_take(chunks(), 2))
+    first, resumed = _first_two(chunks)
     if len(first) == 1:
         x, mask = first[0]
         source = "controls" if use_controls else "batch"
         with bn_statistics(source, mask=mask):
             return module(x)
-    return _forward_gathered(module, chunks, use_controls, _Source("gather"))
+    return _blocks().gather_by_blocks(
+        module, resumed, use_controls, _Source("gather"), **_budget(cache_bytes)
+    )
 
 
 def gather_statistics(
-    module: nn.Module, chunks: Chunks, *, use_controls: bool
+    module: nn.Module,
+    chunks: Chunks,
+    *,
+    use_controls: bool,
+    cache_bytes: int | None = None,
 ) -> dict[nn.Module, tuple[Tensor, Tensor]]:
     """Exact whole-group statistics ``{layer: (mean, var)}`` of every BN layer.
 
@@ -458,28 +548,45 @@ def gather_statistics(
     dtype), so ``bn_statistics("batch", stats=...)`` reproduces its outputs
     for any subset of the group.
     """
+    first, resumed = _first_two(chunks)
+    if len(first) == 1:  # the whole group at once: one recording pass
+        x, mask = first[0]
+        source = _Source("record", mask if use_controls else None)
+        with _scoped(source):
+            module(x)
+        return dict(source.stats)
     source = _Source("gather")
-    _forward_gathered(module, chunks, use_controls, source, outputs=False)
+    _blocks().gather_by_blocks(
+        module, resumed, use_controls, source, outputs=False, **_budget(cache_bytes)
+    )
     return dict(source.stats)
 
 
-def _forward_gathered(module, chunks, use_controls, source, *, outputs=True):
-    layers = group_layers(module)
-    with _scoped(source):
-        while True:
-            results, stopped = [], False
-            for x, mask in chunks():
-                source.mask = mask if use_controls else None
-                try:
-                    out = module(x)
-                except _StopForward:
-                    stopped = True
-                else:
-                    if outputs:
-                        results.append(out)
-            if not stopped:
-                return torch.cat(results) if outputs else None
-            _freeze_gathered(source, layers)
+def _blocks():
+    from sklearn_ben import _blocks  # block caching builds on this module
+
+    return _blocks
+
+
+def _budget(cache_bytes: int | None) -> dict:
+    return {} if cache_bytes is None else {"cache_bytes": cache_bytes}
+
+
+def _first_two(chunks: Chunks) -> tuple[list, Chunks]:
+    """The first two chunks, and a callable replaying them then the rest once.
+
+    So the chunks are read once; later calls (if any) call ``chunks`` again.
+    """
+    if not callable(chunks):
+        raise TypeError("chunks must be a callable returning (x, mask) pairs.")
+    rest = iter(chunks())
+    first = list(itertools.islice(rest, 2))
+    pending = [itertools.chain(first, rest)]
+
+    def resumed():
+        return pending.pop() if pending else chunks()
+
+    return first, resumed
 
 
 def _freeze_gathered(source: _Source, layers: list) -> None:

@@ -10,7 +10,7 @@ once.
 """
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -20,12 +20,17 @@ from sklearn_ben._data import BatchDataset
 from sklearn_ben.batchnorm import (
     bn_statistics,
     check_source,
+    fixed_statistics,
+    gather_statistics,
     group_forward,
     watch_degenerate,
 )
 from sklearn_ben.exceptions import DegenerateStatisticsWarning
 
-__all__ = ["autocast", "group_indices", "predict_by_group"]
+__all__ = ["autocast", "group_indices", "group_statistics", "predict_by_group"]
+
+#: ``{layer: (mean, var)}``: the statistics of every batch-norm layer for one group
+LayerStats = Mapping[nn.Module, tuple[Tensor, Tensor]]
 
 
 def autocast(device, dtype: torch.dtype | None):
@@ -53,6 +58,7 @@ def predict_by_group(
     dtype: torch.dtype | None = None,
     intensity="dtype",
     inputs: Callable[[np.ndarray], Tensor] | None = None,
+    stored: Mapping[object, LayerStats] | None = None,
 ) -> Tensor:
     """Outputs of ``module`` for every row, each group with its own BN statistics.
 
@@ -85,6 +91,12 @@ def predict_by_group(
     inputs : callable, default=None
         ``inputs(indices) -> float32 tensor``; by default the rows of ``X``
         scaled by :class:`~sklearn_ben._data.BatchDataset` under ``intensity``.
+    stored : mapping, default=None
+        ``{group: {layer: (mean, var)}}``, statistics kept from an earlier
+        call of :func:`group_statistics`. The rows of these groups are
+        normalised with them (any number of rows, even one, and whatever else
+        is in the call); the other groups as ``source`` says. Ignored for
+        ``source="running"``.
 
     Returns
     -------
@@ -104,10 +116,13 @@ def predict_by_group(
             )
         else:
             groups = np.zeros(n, dtype=int) if groups is None else np.asarray(groups)
+            stored = stored or {}
             results = (
                 (
                     idx,
-                    _watched_group(
+                    _forward_stored(module, get, idx, stats, chunk_size, device)
+                    if (stats := stored.get(groups[idx[0]])) is not None
+                    else _watched_group(
                         module, get, idx, groups, controls, source, chunk_size, device
                     ),
                 )
@@ -145,13 +160,95 @@ def _watched_group(module, get, idx, groups, controls, source, chunk_size, devic
 
 
 def _forward_group(module, get, idx, controls, source, chunk_size, device):
+    use_controls = source == "controls"
+    batches = _batches(get, idx, controls, use_controls, chunk_size, device)
+    return group_forward(module, batches, use_controls=use_controls)
+
+
+def _forward_stored(module, get, idx, stats, chunk_size, device):
+    stats = {layer: (m.to(device), v.to(device)) for layer, (m, v) in stats.items()}
+    size = chunk_size or len(idx)
+    with fixed_statistics(stats):
+        return torch.cat(
+            [
+                module(get(idx[i : i + size]).to(device))
+                for i in range(0, len(idx), size)
+            ]
+        )
+
+
+def group_statistics(
+    module: nn.Module,
+    X,
+    groups=None,
+    controls=None,
+    *,
+    use_controls: bool = False,
+    chunk_size: int | None = None,
+    device="cpu",
+    dtype: torch.dtype | None = None,
+    inputs: Callable[[np.ndarray], Tensor] | None = None,
+) -> dict[object, dict[nn.Module, tuple[Tensor, Tensor]]]:
+    """Exact batch-norm statistics of each group, to keep and reuse.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A converted network (see :func:`predict_by_group`); not modified.
+    X : ndarray of shape (n_samples, ...) or torch Dataset
+        Inputs.
+    groups : array-like of shape (n_samples,), default=None
+        Group (plate) of each row; None is one group.
+    controls : ndarray of bool, shape (n_samples,), default=None
+        Control mask, needed for ``use_controls=True``.
+    use_controls : bool, default=False
+        Statistics of each group's control rows (True) or of all its rows.
+    chunk_size, device, dtype, inputs
+        As in :func:`predict_by_group`; the statistics do not depend on
+        ``chunk_size`` beyond float rounding.
+
+    Returns
+    -------
+    stats : dict
+        ``{group: {layer: (mean, var)}}`` on ``device``, groups in order of
+        first appearance, ready for ``predict_by_group(..., stored=stats)``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from torch import nn
+    >>> from sklearn_ben.batchnorm import convert_batchnorm
+    >>> from sklearn_ben.inference import group_statistics, predict_by_group
+    >>> net = convert_batchnorm(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)))
+    >>> X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    >>> plates = np.repeat(["p1", "p2"], 10)
+    >>> stats = group_statistics(net, X, plates)
+    >>> whole = predict_by_group(net, X, plates)
+    >>> one = predict_by_group(net, X[:1], plates[:1], stored=stats)
+    >>> torch.allclose(one, whole[:1], atol=1e-5)
+    True
+    """
+    if use_controls and controls is None:
+        raise ValueError("use_controls=True needs a control mask; got controls=None.")
+    get = inputs or BatchDataset(X).get_inputs
+    n = len(X)
+    groups = np.zeros(n, dtype=int) if groups is None else np.asarray(groups)
+    out = {}
+    with torch.no_grad(), autocast(device, dtype):
+        for idx in group_indices(groups):
+            batches = _batches(get, idx, controls, use_controls, chunk_size, device)
+            stats = gather_statistics(module, batches, use_controls=use_controls)
+            out[groups[idx[0]]] = stats
+    return out
+
+
+def _batches(get, idx, controls, use_controls, chunk_size, device):
     size = chunk_size or len(idx)
     chunks = [idx[i : i + size] for i in range(0, len(idx), size)]
-    use_controls = source == "controls"
 
     def batches():
         for c in chunks:
             mask = torch.from_numpy(controls[c]).to(device) if use_controls else None
             yield get(c).to(device), mask
 
-    return group_forward(module, batches, use_controls=use_controls)
+    return batches

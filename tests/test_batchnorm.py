@@ -11,6 +11,7 @@ from sklearn_ben.batchnorm import (
     GroupBatchNorm3d,
     bn_statistics,
     convert_batchnorm,
+    gather_statistics,
     group_forward,
     group_layers,
 )
@@ -233,3 +234,92 @@ def test_convert_batchnorm_materialised_lazy_layers_convert():
     net(torch.randn(2, 3, 8, 8))  # a forward pass materialises it
     converted = convert_batchnorm(net)
     assert isinstance(converted[1], GroupBatchNorm2d)
+
+
+class _Residual(nn.Module):
+    """A graph that is no chain of blocks: two branches, BN in each."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        self.b = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU())
+        self.out = nn.Sequential(nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1))
+
+    def forward(self, x):
+        return self.out(self.a(x) + self.b(x)).flatten(1)
+
+
+def _network(kind):
+    torch.manual_seed(0)
+    if kind == "resnet":
+        return _resnet()
+    if kind == "headnet":
+        from sklearn_ben._nets import HeadNet
+        from sklearn_ben.backbones import SmallCNN
+
+        backbone = SmallCNN(width=4, n_blocks=3).build(3)
+        head = nn.Sequential(nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+        return convert_batchnorm(HeadNet(backbone, head)).eval()
+    return convert_batchnorm(_Residual()).eval()
+
+
+def _counting(x, mask, size, reads):
+    def chunks():
+        for i in range(0, len(x), size):
+            reads.append(min(size, len(x) - i))
+            yield x[i : i + size], None if mask is None else mask[i : i + size]
+
+    return chunks
+
+
+@pytest.mark.parametrize("kind", ["resnet", "headnet", "graph"])
+@pytest.mark.parametrize("use_controls", [False, True])
+@pytest.mark.parametrize("cache_bytes", [None, 400_000, 10])
+def test_group_forward_chunked_reads_each_image_once_and_equals_whole(
+    kind, use_controls, cache_bytes
+):
+    net = _network(kind)
+    x, mask = _plate()
+    mask = mask if use_controls else None
+    reads = []
+    with torch.no_grad():
+        whole = group_forward(net, _chunks(x, mask, len(x)), use_controls=use_controls)
+        chunks = _counting(x, mask, 7, reads)
+        out = group_forward(
+            net, chunks, use_controls=use_controls, cache_bytes=cache_bytes
+        )
+    assert (whole - out).abs().max().item() <= 1e-4
+    if cache_bytes != 10:  # a budget below the inputs reads them again per pass
+        assert sum(reads) == len(x)
+    else:
+        assert sum(reads) > len(x)
+
+
+def test_group_forward_chunked_runs_each_resnet_block_a_few_times():
+    net = _resnet()
+    x, _ = _plate()
+    calls = {}
+    blocks = [net.conv1] + [b for layer in (net.layer1, net.layer4) for b in layer]
+    for block in blocks:
+        block.register_forward_pre_hook(
+            lambda m, args: calls.__setitem__(m, calls.get(m, 0) + 1)
+        )
+    n_chunks = 5
+    with torch.no_grad():
+        group_forward(net, _chunks(x, None, 6), use_controls=False)
+    assert calls[net.conv1] == n_chunks  # before the first BN: once
+    for block in blocks[1:]:
+        n_bn = len(group_layers(block))
+        assert calls[block] <= (n_bn + 1) * n_chunks
+
+
+def test_gather_statistics_chunked_equal_whole():
+    net = _resnet()
+    x, mask = _plate()
+    with torch.no_grad():
+        whole = gather_statistics(net, _chunks(x, mask, len(x)), use_controls=True)
+        chunked = gather_statistics(net, _chunks(x, mask, 4), use_controls=True)
+    assert whole.keys() == chunked.keys() and len(whole) == 20
+    for layer, (mean, var) in whole.items():
+        torch.testing.assert_close(chunked[layer][0], mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(chunked[layer][1], var, rtol=1e-4, atol=1e-5)

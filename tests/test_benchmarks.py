@@ -103,3 +103,16 @@ def test_bench_speed_smoke_writes_ratios(tmp_path):
     text = out.read_text()
     assert "| `BENClassifier.fit` (skorch) |" in text
     assert "| BENClassifier norm='group' | 20 |" in text
+
+
+def test_bench_speed_chunks_smoke_writes_ratio_and_reads(tmp_path):
+    bench = _load("bench_speed")
+    path = bench.main(
+        ["--chunks", "--smoke", "--repeats", "1", "--out", str(tmp_path / "c.md")]
+    )
+    rows = [line for line in path.read_text().splitlines() if line.startswith("| R")]
+    assert len(rows) == 3
+    reads = [float(row.split("|")[5]) for row in rows]
+    diffs = [float(row.split("|")[6]) for row in rows]
+    assert reads[:2] == [1.0, 1.0] and reads[2] > 1.0  # block cache: read once
+    assert max(diffs) <= 1e-4

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from sklearn_ben.batchnorm import convert_batchnorm
-from sklearn_ben.inference import group_indices, predict_by_group
+from sklearn_ben.inference import group_indices, group_statistics, predict_by_group
 from tests.conftest import tiny_classifier
 
 N_THREADS = 4
@@ -72,6 +72,38 @@ def test_predict_concurrent_threads_equal_sequential(
     assert not clf.net_.module_.training
 
 
+@pytest.mark.parametrize("norm", ["group", "controls"])
+def test_predict_concurrent_threads_with_adapted_plates(fitted_models, plates, norm):
+    clf = copy.deepcopy(fitted_models[norm])
+    last = plates.groups == np.unique(plates.groups)[-1]
+    clf.adapt(
+        plates.X[last], groups=plates.groups[last], controls=plates.controls[last]
+    )
+    stored = copy.deepcopy(clf.plate_statistics_)
+    before = _state_bytes(clf)
+    rows = np.flatnonzero(last)
+    # single images of the adapted plate, and calls mixing it with other plates
+    calls = [rows[i : i + 1] for i in range(0, len(rows), 3)] + _calls(plates)
+    calls = calls * 2
+
+    def run(idx):
+        return clf.predict_proba(
+            plates.X[idx], groups=plates.groups[idx], controls=plates.controls[idx]
+        )
+
+    sequential = [run(idx) for idx in calls]
+    with ThreadPoolExecutor(N_THREADS) as pool:
+        concurrent = list(pool.map(run, calls))
+    for expected, got in zip(sequential, concurrent):
+        np.testing.assert_array_equal(got, expected)
+    assert _state_bytes(clf) == before
+    assert clf.plate_statistics_.keys() == stored.keys()
+    for plate, stats in stored.items():
+        for name, (mean, var) in stats.items():
+            assert torch.equal(clf.plate_statistics_[plate][name][0], mean)
+            assert torch.equal(clf.plate_statistics_[plate][name][1], var)
+
+
 def test_predict_leaves_fitted_state_byte_identical(fitted_models, plates):
     clf = fitted_models["controls"]
     before = _state_bytes(clf)
@@ -131,6 +163,40 @@ def test_predict_by_group_running_ignores_groups_and_train_mode():
 def test_predict_by_group_rejects_unknown_source():
     with pytest.raises(ValueError, match="Unknown batch-norm statistics source 'x'"):
         predict_by_group(_net(), np.zeros((4, 4), np.float32), source="x")
+
+
+@pytest.mark.parametrize("source", ["batch", "controls"])
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_predict_by_group_stored_statistics_serve_single_rows(source, chunk_size):
+    net = _net()
+    X = np.random.default_rng(3).normal(size=(24, 4)).astype(np.float32)
+    groups = np.repeat(["a", "b"], 12)
+    controls = np.tile(np.arange(12) < 5, 2)
+    whole = predict_by_group(net, X, groups, controls, source=source)
+    stats = group_statistics(
+        net,
+        X,
+        groups,
+        controls,
+        use_controls=source == "controls",
+        chunk_size=chunk_size,
+    )
+    assert list(stats) == ["a", "b"]
+    singles = torch.cat(
+        [
+            predict_by_group(net, X[i : i + 1], groups[i : i + 1], stored=stats)
+            for i in range(len(X))
+        ]
+    )
+    torch.testing.assert_close(singles, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_statistics_refuse_a_layer_without_statistics():
+    net = _net()
+    stats = group_statistics(net, np.ones((4, 4), np.float32) * np.arange(4)[:, None])
+    first = dict(list(stats[0].items())[:1])  # the first layer only
+    with pytest.raises(RuntimeError, match="No stored statistics for the batch-norm"):
+        predict_by_group(net, np.zeros((1, 4), np.float32), [0], stored={0: first})
 
 
 def test_group_indices_in_order_of_first_appearance():
