@@ -21,6 +21,8 @@ SECTIONS = [
             "config_context",
             "get_config",
             "set_config",
+            "save",
+            "load",
         ],
     ),
     ("sklearn_ben.samplers", None),

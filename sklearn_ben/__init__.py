@@ -21,6 +21,8 @@ _EXPORTS = {
     "config_context": "sklearn_ben._config",
     "get_config": "sklearn_ben._config",
     "set_config": "sklearn_ben._config",
+    "save": "sklearn_ben._persist",
+    "load": "sklearn_ben._persist",
     "convert_batchnorm": "sklearn_ben.batchnorm",
     "GroupBatchSampler": "sklearn_ben.samplers",
     "BENError": "sklearn_ben.exceptions",
@@ -30,6 +32,7 @@ _EXPORTS = {
     "MissingMetadataWarning": "sklearn_ben.exceptions",
     "DegenerateStatisticsWarning": "sklearn_ben.exceptions",
     "TrainingDivergedError": "sklearn_ben.exceptions",
+    "PersistError": "sklearn_ben.exceptions",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

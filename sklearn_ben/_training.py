@@ -39,6 +39,7 @@ __all__ = [
     "TrainSettings",
     "callback_names",
     "check_callbacks",
+    "inference_net",
     "join_histories",
     "restore_slim",
     "slim_copy",
@@ -506,6 +507,21 @@ def train_network(
     _check_finite_weights(net.module_)
     # The sampler holds the training groups; it is not needed any more.
     net.iterator_train__sampler = None
+    net.module_.eval()  # once; inference never flips it
+    return net
+
+
+def inference_net(
+    module: nn.Module, device: str, dtype: torch.dtype | None = None
+) -> NeuralNet:
+    """A skorch net around an already trained ``module``, for inference.
+
+    Used by :func:`sklearn_ben.load`: nothing is trained; the net is
+    initialised (``module_`` is ``module`` on ``device``) and in eval mode.
+    """
+    net = _AutocastNet(module=module, criterion=nn.CrossEntropyLoss, device=device)
+    net.initialize()
+    net.autocast_dtype = dtype
     net.module_.eval()  # once; inference never flips it
     return net
 

@@ -11,6 +11,7 @@ __all__ = [
     "MissingMetadataError",
     "MissingMetadataWarning",
     "TrainingDivergedError",
+    "PersistError",
     "DegenerateStatisticsWarning",
 ]
 
@@ -25,6 +26,10 @@ class GroupError(BENError, ValueError):
 
 class ControlsError(BENError, ValueError):
     """``controls`` (the control mask) cannot be used as given."""
+
+
+class PersistError(BENError, ValueError):
+    """A model cannot be saved, or a file cannot be loaded, as asked."""
 
 
 class TrainingDivergedError(BENError, FloatingPointError):
