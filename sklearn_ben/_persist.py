@@ -119,7 +119,10 @@ def _resolve(dotted: str):
             "torch.optim, torch.nn and sklearn-ben specification classes are "
             "rebuilt. The file was not written by sklearn_ben.save."
         )
-    obj = getattr(importlib.import_module(module), qualname, None)
+    try:
+        obj = getattr(importlib.import_module(module), qualname, None)
+    except ImportError:
+        obj = None
     if not isinstance(obj, type):
         raise PersistError(
             f"The file names class {dotted!r}, which this torch/sklearn-ben does "

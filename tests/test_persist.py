@@ -236,3 +236,59 @@ def test_save_refuses_parameters_that_need_code(fitted_ben, tmp_path):
 def test_save_refuses_other_objects(tmp_path):
     with pytest.raises(PersistError, match="save writes BENClassifier"):
         sklearn_ben.save(nn.Linear(2, 2), tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ("percentile", 1.0, 99.0),
+        {"betas": (0.9, 0.99), "eps": 1e-8},
+        {0: 1.0, 1: 2.5},
+        {"__tuple__": [1]},
+        np.array(["a", "b"], dtype=object),
+        np.array([3, 1], dtype=np.int16),
+        torch.optim.SGD,
+        nn.CrossEntropyLoss,
+        SmallCNN(width=3),
+    ],
+)
+def test_encode_decode_round_trip(value):
+    from sklearn_ben._persist import _decode, _encode
+
+    back = _decode(json.loads(json.dumps(_encode(value, "p"))))
+    if isinstance(value, np.ndarray):
+        np.testing.assert_array_equal(back, value)
+        assert back.dtype == value.dtype
+    elif isinstance(value, SmallCNN):
+        assert back.get_params() == value.get_params()
+    else:
+        assert back == value
+        assert type(back) is type(value)
+
+
+def test_load_unknown_torch_name_is_refused():
+    from sklearn_ben._persist import _resolve
+
+    with pytest.raises(PersistError, match="which this torch/sklearn-ben does not"):
+        _resolve("torch.nn.nowhere.Missing")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_load_cuda_model_on_cpu_machine_warns_and_predicts(
+    fitted_ben, plates, tmp_path
+):
+    path = tmp_path / "gpu.safetensors"
+    fitted_ben.set_params(device="cuda")
+    try:
+        sklearn_ben.save(fitted_ben, path)
+    finally:
+        fitted_ben.set_params(device="auto")
+    with pytest.warns(UserWarning, match="no CUDA GPU is available here"):
+        loaded = sklearn_ben.load(path)
+    assert loaded.device == "cuda" and loaded.device_ == "cpu"
+    np.testing.assert_allclose(
+        loaded.predict_proba(plates.X, groups=plates.groups),
+        fitted_ben.predict_proba(plates.X, groups=plates.groups),
+        atol=1e-6,
+        rtol=0,
+    )
