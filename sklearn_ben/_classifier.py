@@ -11,6 +11,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
 from torch import nn
 
 from sklearn_ben._base import _REQUEST, NORMS, BENBase
@@ -334,7 +335,7 @@ class BENClassifier(ClassifierMixin, BENBase):
                 "BENClassifier requires y to be passed, but the target y is None; "
                 "pass the class of each sample."
             )
-        y = check_labels(y, "y", len(y), what="class label")
+        y = check_labels(column_or_1d(y, warn=True), "y", len(y), what="class label")
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         if len(encoder.classes_) < 2:

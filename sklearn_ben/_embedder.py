@@ -8,6 +8,7 @@ import torch
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
 from torch import Tensor, nn
 
 from sklearn_ben._base import NORMS, BENBase
@@ -428,7 +429,9 @@ class BENEmbedder(BENBase):
                     "the target y is None; pass the class of each sample or use "
                     "method='simclr'."
                 )
-            y = check_labels(y, "y", len(y), what="class label")
+            y = check_labels(
+                column_or_1d(y, warn=True), "y", len(y), what="class label"
+            )
             check_classification_targets(y)
             encoder = LabelEncoder().fit(y)
             if len(encoder.classes_) < 2:
