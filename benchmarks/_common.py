@@ -63,7 +63,13 @@ def markdown_table(header, rows) -> str:
     return "\n".join(lines)
 
 
-def write_results(path, *, title, cmd, seeds, seconds, body, notes=()) -> Path:
+SPREAD_STD = "± is the standard deviation over seeds"
+SPREAD_T = "± is the half-width of the 95% t-interval of the mean over seeds"
+
+
+def write_results(
+    path, *, title, cmd, seeds, seconds, body, notes=(), spread=SPREAD_STD
+) -> Path:
     """Write a results page: provenance header, then ``body`` and notes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +79,7 @@ def write_results(path, *, title, cmd, seeds, seconds, body, notes=()) -> Path:
         f"- Command: `{cmd}`",
         f"- Date: {date.today().isoformat()}",
         f"- Machine: {machine()}",
-        f"- Seeds: {', '.join(str(s) for s in seeds)} (data and networks; "
-        "± is the standard deviation over seeds)",
+        f"- Seeds: {', '.join(str(s) for s in seeds)} (data and networks; {spread})",
         f"- Run time: {seconds:.0f} s (load average {_load()} at the end: the "
         "2 cores are shared, so times are indicative)",
         "",
@@ -84,6 +89,50 @@ def write_results(path, *, title, cmd, seeds, seconds, body, notes=()) -> Path:
         "\n".join(head) + "\n" + body.rstrip() + "\n" + "\n".join(tail) + "\n"
     )
     return path
+
+
+def standardise_inputs(X, groups, controls=None):
+    """Each plate's images standardised per channel, on all samples or controls.
+
+    The cheap baseline every image benchmark includes: ``PlateControlScaler``
+    (per plate, per channel; statistics from the plate's controls when
+    ``controls`` is given, else from all its samples), float32 out.
+    """
+    from sklearn_ben import PlateControlScaler
+
+    return PlateControlScaler().fit_transform(X, groups=groups, controls=controls)
+
+
+def comparison_table(scores, rows, baseline, digits=3):
+    """Rows of mean ± 95% t half-width and the paired difference vs ``baseline``.
+
+    ``scores`` maps a row name to its per-seed (or per-pair) values, aligned
+    across rows. The verdict is 'win' / 'loss' only when the 95% interval of
+    the paired difference excludes zero.
+    """
+    from _stats import (
+        format_difference,
+        format_mean,
+        paired_difference,
+        t_interval,
+        verdict,
+    )
+
+    out = []
+    for name in rows:
+        cells = [name, format_mean(t_interval(scores[name]), digits)]
+        if name == baseline:
+            cells += ["(baseline)", ""]
+        else:
+            diff = paired_difference(scores[name], scores[baseline])
+            cells += [format_difference(diff, digits), verdict(diff)]
+        out.append(cells)
+    return out
+
+
+def strongest(scores, candidates):
+    """The candidate with the highest mean score."""
+    return max(candidates, key=lambda name: float(np.mean(scores[name])))
 
 
 def batch_mixing_score(X, batch):

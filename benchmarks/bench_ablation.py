@@ -7,13 +7,22 @@ inference sees the whole plate or random minibatches of it. Every model is
 trained on the first plates of ``make_plates`` and scored on plates it never
 saw, for several seeds (each seed draws new plates and new weights).
 
+The cheap alternative is in every table: a plain (vanilla) network on inputs
+standardised per plate and channel (``PlateControlScaler``, statistics from
+all the plate's samples or from its controls), and BEN on control-standardised
+inputs. Plates come with the default, mostly affine plate effects and with
+``nonaffine_effects="all"`` (size, density, texture, gamma, vignetting,
+defocus, saturation), each balanced and varied. Every row is compared with
+the stronger of the two standardised-input baselines by a paired 95%
+t-interval over seeds.
+
 Training with ``norm="frozen"`` and ``norm="group"`` is the same (BatchNorm
 uses batch statistics in training whatever ``norm`` says), so one fitted
 network serves both inference modes through ``set_params(norm=...)``.
 
 Usage::
 
-    python benchmarks/bench_ablation.py --quick    # ~1-2 minutes on 2 CPU cores
+    python benchmarks/bench_ablation.py --quick    # ~7 minutes on 2 busy CPU cores
     python benchmarks/bench_ablation.py            # fuller: more plates, seeds, epochs
 """
 
@@ -28,12 +37,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     RESULTS,
+    SPREAD_T,
     command,
+    comparison_table,
     markdown_table,
-    mean_std,
     setup_torch,
+    standardise_inputs,
+    strongest,
     write_results,
 )
+from _stats import format_mean, t_interval  # noqa: E402
 
 from sklearn_ben import BENClassifier  # noqa: E402
 from sklearn_ben.backbones import SmallCNN  # noqa: E402
@@ -47,25 +60,47 @@ CONFIGS = {
         seeds=[0], chunk=8, width=4,
     ),
     "quick": dict(
-        n_plates=9, per_plate=96, n_test=3, size=32, per_exp=3, epochs=15,
-        seeds=[0, 1, 2], chunk=32, width=16,
+        n_plates=6, per_plate=48, n_test=2, size=24, per_exp=2, epochs=8,
+        seeds=[0, 1, 2], chunk=16, width=16,
     ),
     "full": dict(
-        n_plates=12, per_plate=144, n_test=3, size=32, per_exp=3, epochs=30,
-        seeds=[0, 1, 2, 3, 4], chunk=32, width=16,
+        n_plates=9, per_plate=48, n_test=3, size=24, per_exp=3, epochs=10,
+        seeds=[0, 1, 2, 3, 4], chunk=16, width=16,
     ),
 }  # fmt: skip
 
-#: (row, sampling, norm, fit batches, inference) in table order.
-ROWS = [
-    ("vanilla", "random", "frozen", "random", "whole plate"),
-    ("group inference only", "random", "group", "random", "whole plate"),
-    ("group training only", "group", "frozen", "plate", "whole plate"),
-    ("BEN", "group", "group", "plate", "whole plate"),
-    ("BEN with controls", "group", "controls", "plate", "whole plate"),
-    ("BEN, batches by experiment", "group", "group", "experiment", "whole plate"),
-    ("BEN, minibatch inference", "group", "group", "plate", "minibatches"),
+#: Rows run on the affine plate sets only (to save CPU time).
+AFFINE_ONLY = {"BEN, batches by experiment"}
+
+#: Plate sets: (name, composition, nonaffine_effects).
+PLATES = [
+    ("balanced, affine", "balanced", None),
+    ("varied, affine", "varied", None),
+    ("balanced, non-affine", "balanced", "all"),
+    ("varied, non-affine", "varied", "all"),
 ]
+
+#: (row, inputs, sampling, norm, fit batches, inference) in table order.
+#: inputs: raw, or standardised per plate and channel on all samples / controls.
+ROWS = [
+    ("vanilla", "raw", "random", "frozen", "random", "whole plate"),
+    ("vanilla, inputs std. per plate", "all", "random", "frozen", "random",
+     "whole plate"),
+    ("vanilla, inputs std. on plate controls", "controls", "random", "frozen",
+     "random", "whole plate"),
+    ("group inference only", "raw", "random", "group", "random", "whole plate"),
+    ("group training only", "raw", "group", "frozen", "plate", "whole plate"),
+    ("BEN", "raw", "group", "group", "plate", "whole plate"),
+    ("BEN with controls", "raw", "group", "controls", "plate", "whole plate"),
+    ("BEN with controls, inputs std. on plate controls", "controls", "group",
+     "controls", "plate", "whole plate"),
+    ("BEN, batches by experiment", "raw", "group", "group", "experiment",
+     "whole plate"),
+    ("BEN, minibatch inference", "raw", "group", "group", "plate", "minibatches"),
+]  # fmt: skip
+
+#: The cheap alternatives; the stronger (by mean) is each table's baseline.
+BASELINES = ["vanilla, inputs std. per plate", "vanilla, inputs std. on plate controls"]
 
 
 def minibatch_groups(groups, chunk, seed):
@@ -81,7 +116,7 @@ def minibatch_groups(groups, chunk, seed):
     return out
 
 
-def _fit(cfg, seed, data, train, sampling, norm, fit_groups):
+def _fit(cfg, seed, X, data, train, sampling, norm, fit_groups):
     clf = BENClassifier(
         module=SmallCNN(width=cfg["width"]),
         sampling=sampling,
@@ -91,39 +126,54 @@ def _fit(cfg, seed, data, train, sampling, norm, fit_groups):
         random_state=seed,
     )
     return clf.fit(
-        data.X[train],
+        X[train],
         data.y[train],
         groups=fit_groups[train],
         controls=data.controls[train],
     )
 
 
-def run_seed(cfg, seed, composition):
-    """Accuracy of every row on the held-out plates, for one seed."""
-    data = make_plates(
+def make_data(cfg, seed, composition, nonaffine):
+    return make_plates(
         n_plates=cfg["n_plates"],
         n_samples_per_plate=cfg["per_plate"],
         image_size=cfg["size"],
         n_plates_per_experiment=cfg["per_exp"],
         composition=composition,
+        nonaffine_effects=nonaffine,
         random_state=seed,
     )
+
+
+def run_seed(cfg, seed, composition, nonaffine=None):
+    """Accuracy of every row on the held-out plates, for one seed."""
+    data = make_data(cfg, seed, composition, nonaffine)
+    inputs = {
+        "raw": data.X,
+        "all": standardise_inputs(data.X, data.groups),
+        "controls": standardise_inputs(data.X, data.groups, data.controls),
+    }
     plates = np.unique(data.groups)
     test = np.isin(data.groups, plates[-cfg["n_test"] :])
     train = ~test
     fitted = {}
     scores = {}
-    for name, sampling, norm, batches, inference in ROWS:
+    for name, source, sampling, norm, batches, inference in ROWS:
+        if nonaffine is not None and name in AFFINE_ONLY:
+            continue
+        X = inputs[source]
         fit_groups = data.experiments if batches == "experiment" else data.groups
         train_norm = "controls" if norm == "controls" else "group"
-        key = (sampling, train_norm, batches)
+        key = (source, sampling, train_norm, batches)
         if key not in fitted:
-            fitted[key] = _fit(cfg, seed, data, train, sampling, train_norm, fit_groups)
+            fitted[key] = _fit(
+                cfg, seed, X, data, train, sampling, train_norm, fit_groups
+            )
         clf = fitted[key].set_params(norm=norm)
         groups = data.groups[test]
         if inference == "minibatches":
             groups = minibatch_groups(groups, cfg["chunk"], seed)
-        pred = clf.predict(data.X[test], groups=groups, controls=data.controls[test])
+        pred = clf.predict(X[test], groups=groups, controls=data.controls[test])
         y = data.y[test]
         only_controls = _control_only_plates(data, test)
         scores[name] = {
@@ -144,34 +194,62 @@ def _control_only_plates(data, test):
     return np.isin(groups, only)
 
 
-def run(cfg, compositions):
+def run(cfg, plate_sets):
     results = {}
-    for composition in compositions:
-        per_seed = [run_seed(cfg, seed, composition) for seed in cfg["seeds"]]
-        results[composition] = per_seed
+    for label, composition, nonaffine in plate_sets:
+        results[label] = [
+            run_seed(cfg, seed, composition, nonaffine) for seed in cfg["seeds"]
+        ]
+        print(f"done: {label}", file=sys.stderr, flush=True)
     return results
 
 
+def _accuracies(per_seed, metric="accuracy"):
+    return {
+        name: [s[name][metric] for s in per_seed]
+        for name, *_ in ROWS
+        if name in per_seed[0]
+    }
+
+
 def format_results(results, cfg):
-    header = ["row", "sampling", "norm", "training batches", "inference"]
-    header += ["balanced plates: accuracy"]
-    varied = "varied" in results
-    if varied:
-        header += ["varied plates: accuracy", "varied: control-only plate accuracy"]
-    rows = []
-    for name, sampling, norm, batches, inference in ROWS:
-        inference = (
-            f"minibatches of ~{cfg['chunk']}"
-            if inference == "minibatches"
-            else inference
+    """A summary over plate sets, then one paired-comparison table per set."""
+    names = [r[0] for r in ROWS]
+    header = ["row", "inputs", "sampling", "norm", "training batches", "inference"]
+    header += list(results)
+    summary = []
+    for name, source, sampling, norm, batches, inference in ROWS:
+        if inference == "minibatches":
+            inference = f"minibatches of ~{cfg['chunk']}"
+        row = [name, source, sampling, norm, batches, inference]
+        for per_seed in results.values():
+            values = _accuracies(per_seed).get(name)
+            row.append("not run" if values is None else format_mean(t_interval(values)))
+        summary.append(row)
+    out = (
+        "### Held-out accuracy, mean ± 95% t half-width over seeds\n\n"
+        + markdown_table(header, summary)
+        + "\n"
+    )
+    for label, per_seed in results.items():
+        scores = _accuracies(per_seed)
+        baseline = strongest(scores, BASELINES)
+        rows = comparison_table(scores, [n for n in names if n in scores], baseline)
+        head = ["row", "accuracy", f"paired difference vs {baseline!r} [95% t]"]
+        out += (
+            f"\n### {label} plates: paired differences over seeds\n\n"
+            + markdown_table(head + ["verdict"], rows)
+            + "\n"
         )
-        row = [name, sampling, norm, batches, inference]
-        row.append(mean_std([s[name]["accuracy"] for s in results["balanced"]]))
-        if varied:
-            row.append(mean_std([s[name]["accuracy"] for s in results["varied"]]))
-            row.append(mean_std([s[name]["control_only"] for s in results["varied"]]))
-        rows.append(row)
-    return markdown_table(header, rows)
+        if label.startswith("varied"):
+            only = _accuracies(per_seed, "control_only")
+            cells = [
+                f"{n}: {format_mean(t_interval(only[n]))}"
+                for n in ("vanilla", baseline, "BEN", "BEN with controls")
+            ]
+            out += "\nAccuracy on the held-out control-only plate: " + "; ".join(cells)
+            out += ".\n"
+    return out
 
 
 def main(argv=None):
@@ -179,15 +257,21 @@ def main(argv=None):
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="minutes on 2 CPU cores")
     mode.add_argument("--smoke", action="store_true", help="seconds; for the tests")
-    parser.add_argument("--no-varied", action="store_true", help="skip varied plates")
+    parser.add_argument(
+        "--plates",
+        nargs="+",
+        choices=[p[0] for p in PLATES],
+        default=None,
+        help="plate sets to run (default: all four)",
+    )
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
     args = parser.parse_args(argv)
     setup_torch(2)
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
     cfg = CONFIGS[name]
-    compositions = ["balanced"] if args.no_varied else ["balanced", "varied"]
+    plate_sets = [p for p in PLATES if args.plates is None or p[0] in args.plates]
     start = time.perf_counter()
-    results = run(cfg, compositions)
+    results = run(cfg, plate_sets)
     seconds = time.perf_counter() - start
     n_train = cfg["n_plates"] - cfg["n_test"]
     body = (
@@ -196,11 +280,20 @@ def main(argv=None):
         f"{cfg['per_plate']}, image_size={cfg['size']}, n_classes=3, "
         f"n_plates_per_experiment={cfg['per_exp']})`: trained for "
         f"{cfg['epochs']} epochs (batch size 75) on the first {n_train} plates, "
-        f"scored on the last {cfg['n_test']} (chance 0.333 on balanced plates).\n\n"
+        f"scored on the last {cfg['n_test']} (chance 0.333 on balanced plates). "
+        'Non-affine plates add `nonaffine_effects="all"`.\n\n'
         + format_results(results, cfg)
         + "\n"
     )
     notes = [
+        "A difference is a win or a loss only when its 95% paired t-interval "
+        f"over the {len(cfg['seeds'])} seeds excludes zero; otherwise a tie. "
+        "The baseline of each table is the stronger (by mean) of the two "
+        "vanilla rows on standardised inputs.",
+        "Inputs std. = `PlateControlScaler().fit_transform(X, groups=plates"
+        "[, controls=DMSO])`: every plate (held-out ones too, at prediction) "
+        "standardised per channel with its own statistics, as BEN uses each "
+        "plate's own statistics.",
         "vanilla = random minibatches and running-average BN at inference; "
         "BEN = one plate per training batch and the plate's own BN statistics "
         "at inference; rows in between change one of the two.",
@@ -223,6 +316,7 @@ def main(argv=None):
         seconds=seconds,
         body=body,
         notes=notes,
+        spread=SPREAD_T,
     )
     print(path.read_text())
     return path

@@ -7,6 +7,14 @@ import pandas as pd
 from scipy.ndimage import gaussian_filter
 from sklearn.utils import Bunch, check_random_state
 
+from sklearn_ben._nonaffine import (
+    apply_nonaffine_optics,
+    apply_nonaffine_stain,
+    check_nonaffine,
+    draw_nonaffine,
+    shift_density,
+)
+
 # Most cells drawn in one whole image (cells_per_image=1) and most spots per cell.
 _MAX_CELLS = 3
 _MAX_SPOTS = 6
@@ -26,7 +34,9 @@ per-channel change (gain and offset, partly shared by the plates of one
 experiment), a smooth illumination gradient, blur and noise, with a strength
 set by ``plate_effect``: large in absolute intensity, but mostly an affine
 change per channel, so per-plate normalisation of features can undo most of it.
-The drawn plate parameters are in ``plate_effects``.
+``nonaffine_effects`` adds effects that it cannot undo: cell size and density
+shifts, granular texture, a non-linear staining response, vignetting, defocus
+and camera saturation. The drawn plate parameters are in ``plate_effects``.
 """
 
 
@@ -44,6 +54,7 @@ def make_plates(
     cells_per_image=1,
     noise=0.05,
     composition="balanced",
+    nonaffine_effects=None,
     dtype="float32",
     random_state=None,
 ):
@@ -97,6 +108,35 @@ def make_plates(
         controls. "varied": as in real screens, every third plate (plate01,
         plate04, ...) holds controls only and the other plates draw their
         class proportions at random.
+    nonaffine_effects : str, sequence of str or dict, default=None
+        Plate effects that are not an affine change of each channel, so that
+        standardising each plate's inputs per channel cannot undo them. None
+        adds none (the data are then exactly those of earlier versions);
+        ``"all"`` adds every kind; a sequence names kinds at strength 1; a
+        dict maps kinds to strengths >= 0. Every plate draws its own
+        parameters (recorded in ``plate_effects``), independently of the
+        cells and of the other kinds, so one seed gives the same cells with
+        and without them. Kinds, in the order they act:
+
+        - ``"size"``: cells of the plate are larger or smaller (radius
+          times ``size_factor``, log-normal, sd 0.2 x strength).
+        - ``"density"``: more or fewer cells per image (whole images) or
+          cells packed closer in the field, so that neighbours enter the
+          crops (``cells_per_image > 1``); ``density`` in [-1, 1] x strength.
+        - ``"texture"``: granular staining, each image multiplied by
+          ``1 + texture_amplitude * G`` (0.2 to 0.6 x strength), where G is
+          unit-variance noise smoothed over ``texture_scale`` pixels: the
+          channel means stay, the fine structure changes.
+        - ``"gamma"``: non-linear staining response, stain ``s`` becomes
+          ``s ** gamma_c`` per channel (log-normal, sd 0.35 x strength).
+        - ``"illumination"``: vignetting, the field is multiplied by
+          ``1 - vignette * min(r**2 / 2, 1)``, with ``r`` the distance to an
+          off-centre point in [-1, 1] coordinates.
+        - ``"defocus"``: a Gaussian blur of ``defocus`` pixels (0 to 2 x
+          strength) on top of the plate's ``blur``.
+        - ``"saturation"``: the camera saturates, intensity ``v`` becomes
+          ``saturation_level * tanh(v / saturation_level)`` after the gains
+          and before the noise (level 0.6 to 2.0, divided by strength).
     dtype : {"float32", "float64", "uint16"}, default="float32"
         Type of ``X``: float intensities in roughly [0, 3], or camera-like
         counts (``round(4096 * intensity)``) as ``uint16``.
@@ -123,7 +163,8 @@ def make_plates(
             Source image of each sample (crops of one field share it).
         plate_effects : DataFrame
             One row per plate: experiment, gains and offsets per channel,
-            illumination gradient, blur, noise and sample counts.
+            illumination gradient, blur, noise, sample counts and the
+            parameters of any ``nonaffine_effects``.
         target_names : ndarray of shape (n_classes,)
             ``"DMSO"``, ``"treatment1"``, ...
         DESCR : str
@@ -165,7 +206,10 @@ def make_plates(
         composition=composition,
         dtype=dtype,
     )
+    strengths = check_nonaffine(nonaffine_effects)
     rng = check_random_state(random_state)
+    # Drawn from generators keyed on rng's state, without consuming from rng.
+    extra = draw_nonaffine(rng, strengths, n_plates, n_channels)
     if control_fraction is None:
         control_fraction = 1.0 / n_classes
     n_images = n_samples_per_plate // cells_per_image
@@ -183,9 +227,12 @@ def make_plates(
     phenotypes = _draw_phenotypes(rng, n_classes, n_channels, treatment_effect)
 
     fields, centres = _render_fields(
-        rng, image_y, phenotypes, n_channels, image_size, cells_per_image
-    )
+        rng, image_y, phenotypes, n_channels, image_size, cells_per_image,
+        plate_of_image=image_plate, extra=extra,
+    )  # fmt: skip
+    fields = apply_nonaffine_stain(fields, image_plate, extra)
     fields = _apply_field_effects(fields, image_plate, effects)
+    fields = apply_nonaffine_optics(fields, image_plate, extra)
     if cells_per_image == 1:
         X = fields
         bags = np.arange(len(image_y))
@@ -194,7 +241,7 @@ def make_plates(
         bags = np.repeat(np.arange(len(image_y)), cells_per_image)
     del fields
     sample_plate = np.repeat(image_plate, cells_per_image)
-    X = _apply_sample_effects(rng, X, sample_plate, effects)
+    X = _apply_sample_effects(rng, X, sample_plate, effects, extra)
     X = _as_dtype(X, dtype)
 
     y = np.repeat(image_y, cells_per_image)
@@ -205,6 +252,8 @@ def make_plates(
     effects["n_samples"] = n_samples_per_plate
     effects["n_controls"] = counts[:, 0] * cells_per_image
     effects["n_classes_present"] = (counts > 0).sum(axis=1)
+    for name, values in extra["columns"].items():
+        effects[name] = values
     return Bunch(
         X=X,
         y=y,
@@ -379,8 +428,10 @@ def _draw_phenotypes(rng, n_classes, n_channels, strength):
     return directions * strength
 
 
-def _render_fields(rng, image_y, phenotypes, n_channels, size, cells_per_image):
-    """Draw every source image, without plate effects.
+def _render_fields(
+    rng, image_y, phenotypes, n_channels, size, cells_per_image, plate_of_image, extra
+):
+    """Draw every source image, with the cell size and density plate effects only.
 
     Returns the fields, shape (n_images, n_channels, side, side), and the cell
     centres (n_images, n_cells, 2) in pixels (row, column).
@@ -401,6 +452,12 @@ def _render_fields(rng, image_y, phenotypes, n_channels, size, cells_per_image):
         jitter = rng.uniform(-0.1, 0.1, (n, n_cells, 2)) * size
         centres = size / 2 + 1 + grid * spacing + jitter
         active = np.ones((n, n_cells), dtype=bool)
+    if "density" in extra:
+        active, centres = shift_density(
+            extra, plate_of_image, active, centres, cells_per_image, side
+        )
+    if "size" in extra:
+        radius = radius * extra["size"][plate_of_image][:, None]
 
     # Per-cell features: class phenotype + image-level jitter + cell jitter.
     n_features = phenotypes.shape[1]
@@ -490,14 +547,17 @@ def _crop(fields, centres, size):
     return np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
 
 
-def _apply_sample_effects(rng, X, sample_plate, effects):
-    """Per-channel gain and offset, background, then noise, of each plate."""
+def _apply_sample_effects(rng, X, sample_plate, effects, extra):
+    """Per-channel gain and offset, background, saturation, noise of each plate."""
     n_channels = X.shape[1]
     gain = effects[[f"gain_{c}" for c in range(n_channels)]].to_numpy()
     offset = effects[[f"offset_{c}" for c in range(n_channels)]].to_numpy()
     background = 0.05
     X *= gain[sample_plate][:, :, None, None].astype(np.float32)
     X += (background + offset[sample_plate])[:, :, None, None].astype(np.float32)
+    if "saturation" in extra:
+        level = extra["saturation"][sample_plate][:, None, None, None]
+        X[:] = level * np.tanh(X / level)
     sigma = effects["noise"].to_numpy()[sample_plate].astype(np.float32)
     X += rng.standard_normal(X.shape).astype(np.float32) * sigma[:, None, None, None]
     np.clip(X, 0, None, out=X)

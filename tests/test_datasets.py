@@ -347,6 +347,202 @@ def test_make_plates_rejects_bad_parameters(params, match):
         make_plates(**{**SMALL, **params})
 
 
+# ------------------------------------------------- make_plates, non-affine effects
+
+# No plate effect and no noise: the only change is the non-affine kind tested,
+# plus the constant background of 0.05.
+CLEAN = {**SMALL, "plate_effect": 0.0, "noise": 0.0, "random_state": 0}
+BACKGROUND = 0.05
+
+
+def _plate_index(data):
+    return np.searchsorted(data.plate_effects["plate"].to_numpy(), data.groups)
+
+
+def _laplacian_energy(X):
+    lap = (
+        X[..., 1:-1, :-2] + X[..., 1:-1, 2:] + X[..., :-2, 1:-1] + X[..., 2:, 1:-1]
+    ) - 4 * X[..., 1:-1, 1:-1]
+    return np.mean(lap**2, axis=(-2, -1))
+
+
+def test_make_plates_default_output_is_pinned():
+    # The sum of the default data of seed 0, as before nonaffine_effects existed.
+    X = make_plates(**SMALL, random_state=0).X
+    assert float(X.astype(np.float64).sum()) == pytest.approx(23704.164523828775)
+
+
+@pytest.mark.parametrize("kind", ["gamma", "texture", "defocus", "size", "all"])
+def test_make_plates_nonaffine_keeps_labels_and_affine_parameters(kind):
+    plain = make_plates(**SMALL, random_state=0)
+    data = make_plates(**SMALL, nonaffine_effects=kind, random_state=0)
+    np.testing.assert_array_equal(data.y, plain.y)
+    np.testing.assert_array_equal(data.groups, plain.groups)
+    pd.testing.assert_frame_equal(
+        data.plate_effects[plain.plate_effects.columns], plain.plate_effects
+    )
+    assert not np.allclose(data.X, plain.X)
+
+
+def test_make_plates_nonaffine_kinds_are_drawn_independently():
+    one = make_plates(**SMALL, nonaffine_effects=["gamma"], random_state=0)
+    two = make_plates(**SMALL, nonaffine_effects=["gamma", "defocus"], random_state=0)
+    gammas = one.plate_effects.filter(like="gamma_")
+    pd.testing.assert_frame_equal(two.plate_effects[gammas.columns], gammas)
+
+
+@pytest.mark.parametrize(
+    ("value", "same_as"),
+    [
+        ({"gamma": 0.0}, None),
+        ([], None),
+        ("all", list(("size", "density", "texture", "gamma"))
+         + ["illumination", "defocus", "saturation"]),
+        ({"gamma": 1.0}, "gamma"),
+    ],
+)  # fmt: skip
+def test_make_plates_nonaffine_spellings(value, same_as):
+    data = make_plates(**SMALL, nonaffine_effects=value, random_state=0)
+    expected = make_plates(**SMALL, nonaffine_effects=same_as, random_state=0)
+    np.testing.assert_array_equal(data.X, expected.X)
+
+
+def test_make_plates_gamma_is_a_power_of_the_stain():
+    plain = make_plates(**CLEAN)
+    data = make_plates(**CLEAN, nonaffine_effects=["gamma"])
+    gamma = data.plate_effects.filter(like="gamma_").to_numpy()[_plate_index(data)]
+    expected = (plain.X - BACKGROUND) ** gamma[:, :, None, None]
+    np.testing.assert_allclose(data.X - BACKGROUND, expected, rtol=1e-4, atol=1e-5)
+    assert (np.abs(np.log(gamma)) > 0.01).any()
+
+
+def test_make_plates_saturation_caps_bright_pixels():
+    plain = make_plates(**CLEAN)
+    data = make_plates(**CLEAN, nonaffine_effects={"saturation": 2.0})
+    level = data.plate_effects["saturation_level"].to_numpy()[_plate_index(data)]
+    level = level[:, None, None, None]
+    np.testing.assert_allclose(data.X, level * np.tanh(plain.X / level), rtol=1e-5)
+    assert (data.X < level).all()
+    # compression grows with intensity: bright pixels lose a larger share
+    ratio = data.X / plain.X
+    bright = plain.X > np.quantile(plain.X, 0.9)
+    dim = plain.X < np.quantile(plain.X, 0.5)
+    assert ratio[bright].mean() < ratio[dim].mean() - 0.05
+
+
+def test_make_plates_illumination_is_a_fixed_vignette_per_plate():
+    plain = make_plates(**CLEAN)
+    data = make_plates(**CLEAN, nonaffine_effects=["illumination"])
+    effects = data.plate_effects
+    coords = np.linspace(-1, 1, SMALL["image_size"])
+    for _, row in effects.iterrows():
+        on = data.groups == row["plate"]
+        r2 = (coords[:, None] - row["vignette_row"]) ** 2 + (
+            coords[None, :] - row["vignette_col"]
+        ) ** 2
+        field = 1 - row["vignette"] * np.minimum(r2 / 2, 1)
+        np.testing.assert_allclose(
+            data.X[on] - BACKGROUND,
+            (plain.X[on] - BACKGROUND) * field,
+            rtol=1e-4,
+            atol=1e-6,
+        )
+        assert field.min() < 1 - 0.1 and field.max() > 0.95
+
+
+def test_make_plates_defocus_removes_fine_detail():
+    plain = make_plates(**CLEAN)
+    data = make_plates(**CLEAN, nonaffine_effects=["defocus"])
+    defocus = data.plate_effects["defocus"].to_numpy()
+    ratio = np.array(
+        [
+            _laplacian_energy(data.X[data.groups == p]).mean()
+            / _laplacian_energy(plain.X[plain.groups == p]).mean()
+            for p in data.plate_effects["plate"]
+        ]
+    )
+    np.testing.assert_allclose(ratio[defocus <= 0.05], 1.0)
+    assert (ratio[defocus > 0.3] < 0.8).all()
+    assert np.corrcoef(defocus, ratio)[0, 1] < -0.8
+
+
+def test_make_plates_size_scales_cell_area():
+    plain = make_plates(**CLEAN, treatment_effect=0)
+    data = make_plates(**CLEAN, treatment_effect=0, nonaffine_effects=["size"])
+    factor = data.plate_effects["size_factor"].to_numpy()
+    assert factor.std() > 0.05
+    for p, f in zip(data.plate_effects["plate"], factor):
+        on = data.groups == p
+        area = (data.X[on, 1] > 0.3).sum() / (plain.X[on, 1] > 0.3).sum()
+        assert area == pytest.approx(f**2, rel=0.2)
+
+
+def test_make_plates_density_changes_cells_per_image():
+    params = {**CLEAN, "n_plates": 6, "n_samples_per_plate": 60}
+    data = make_plates(**params, treatment_effect=0, nonaffine_effects=["density"])
+    density = data.plate_effects["density"].to_numpy()
+    # the nucleus channel's total is about proportional to the number of cells
+    nuclei = pd.Series(data.X[:, 0].sum(axis=(1, 2))).groupby(data.groups).mean()
+    assert np.corrcoef(density, nuclei.to_numpy())[0, 1] > 0.8
+
+
+def test_make_plates_density_packs_crops_closer():
+    params = {
+        **CLEAN,
+        "n_plates": 6,
+        "n_samples_per_plate": 48,
+        "cells_per_image": 4,
+        "treatment_effect": 0,
+    }
+    plain = make_plates(**params)
+    data = make_plates(**params, nonaffine_effects={"density": 2.0})
+    density = data.plate_effects["density"].to_numpy()
+    assert (density > 0.3).any()
+    for p, d in zip(data.plate_effects["plate"], density):
+        on = data.groups == p
+        border = [X[on][:, 1, [0, -1], :].mean() for X in (data.X, plain.X)]
+        if d > 0.3:  # neighbours enter the crop's border
+            assert border[0] > 1.2 * border[1]
+
+
+def test_make_plates_texture_keeps_means_and_changes_fine_structure():
+    plain = make_plates(**CLEAN)
+    data = make_plates(**CLEAN, nonaffine_effects=["texture"])
+    for p in data.plate_effects["plate"]:
+        on = data.groups == p
+        means = [X[on].mean(axis=(0, 2, 3)) for X in (data.X, plain.X)]
+        np.testing.assert_allclose(means[0], means[1], rtol=0.1)
+        energy = [_laplacian_energy(X[on]).mean() for X in (data.X, plain.X)]
+        assert energy[0] > 1.15 * energy[1]
+
+
+@pytest.mark.parametrize("cells_per_image", [1, 4])
+def test_make_plates_nonaffine_all_is_seeded_and_finite(cells_per_image):
+    params = {
+        **SMALL,
+        "n_samples_per_plate": 32,
+        "cells_per_image": cells_per_image,
+        "nonaffine_effects": "all",
+        "random_state": 5,
+    }
+    first, second = make_plates(**params), make_plates(**params)
+    np.testing.assert_array_equal(first.X, second.X)
+    assert np.isfinite(first.X).all() and first.X.min() >= 0
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("blurr", r"unknown nonaffine_effects \['blurr'\]; the kinds are 'size'"),
+        ({"gamma": -1.0}, r"nonaffine_effects\['gamma'\] to be a finite number >= 0"),
+        ({"gamma": True}, r"but got True\."),
+    ],
+)
+def test_make_plates_nonaffine_rejects_bad_values(value, match):
+    with pytest.raises(ValueError, match=match):
+        make_plates(**SMALL, nonaffine_effects=value)
+
+
 # ------------------------------------------------------------- get_data_home
 
 
