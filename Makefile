@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint format clean
 
+# Exact pins for the reproducible environment; pyproject.toml states ranges.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -11,14 +11,33 @@ from pathlib import Path
 
 #: (module, names); names=None documents the module's ``__all__``.
 SECTIONS = [
-    ("sklearn_ben", ["BENClassifier", "BENEmbedder", "TVN", "PlateControlScaler"]),
+    (
+        "sklearn_ben",
+        [
+            "BENClassifier",
+            "BENEmbedder",
+            "TVN",
+            "PlateControlScaler",
+            "config_context",
+            "get_config",
+            "set_config",
+            "save",
+            "load",
+        ],
+    ),
     ("sklearn_ben.samplers", None),
     ("sklearn_ben.batchnorm", None),
-    ("sklearn_ben.backbones", ["MLP", "SmallCNN", "ResNet"]),
+    ("sklearn_ben.inference", None),
+    ("sklearn_ben.distributed", None),
+    (
+        "sklearn_ben.backbones",
+        ["MLP", "SmallCNN", "ResNet", "TorchvisionModel", "strip_classifier"],
+    ),
     ("sklearn_ben.losses", None),
     ("sklearn_ben.augment", None),
     ("sklearn_ben.cells", None),
     ("sklearn_ben.metrics", None),
+    ("sklearn_ben.profiles", None),
     ("sklearn_ben.datasets", None),
     ("sklearn_ben.io", None),
     ("sklearn_ben.exceptions", None),

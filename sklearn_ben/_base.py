@@ -1,8 +1,16 @@
-"""What BENClassifier and BENEmbedder share: input checks, training, inference."""
+"""What BENClassifier and BENEmbedder share: contract, checks, fitted state.
 
-import math
+The scikit-learn side of the estimators. Training goes through
+:mod:`sklearn_ben._training` (the only skorch code) and inference through
+:func:`sklearn_ben.inference.predict_by_group` (torch only); ``groups`` walk
+estimator -> glue -> sampler once at fit, and estimator -> engine once at
+predict.
+"""
+
+import copy
+import inspect
 import warnings
-from contextlib import contextmanager
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -10,124 +18,85 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch import NeuralNet
-from skorch.callbacks import Callback, EarlyStopping, LRScheduler, ProgressBar
-from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader
+from torch import nn
 
+from sklearn_ben._accelerate import check_accelerator, distribute, plate_parallel
+from sklearn_ben._adapt import AdaptMixin
 from sklearn_ben._data import BatchDataset, _item_image, is_dataset
+from sklearn_ben._metadata import PlateMetadataMixin
+from sklearn_ben._params import PrefixedParamsMixin
+from sklearn_ben._scaling import check_intensity
 from sklearn_ben._sklearn_compat import HasMethods, Interval, StrOptions
+from sklearn_ben._training import (
+    GroupValidation,
+    TrainSettings,
+    check_callbacks,
+    check_iterator_params,
+    join_histories,
+    restore_slim,
+    slim_copy,
+    train_network,
+)
 from sklearn_ben._validation import (
+    _plain,
     check_controls,
     check_controls_per_group,
     check_group_sizes,
     check_groups,
+    format_counts,
 )
-from sklearn_ben.backbones import BACKBONES, feature_dim, resolve_backbone
-from sklearn_ben.batchnorm import (
-    bn_mode,
-    convert_batchnorm,
-    group_forward,
-    group_layers,
+from sklearn_ben.backbones import (
+    backbone_names,
+    backbone_spec,
+    check_backbone,
+    feature_dim,
+    resolve_backbone,
 )
-from sklearn_ben.exceptions import ControlsError, MissingMetadataWarning
+from sklearn_ben.batchnorm import convert_batchnorm, group_layers
+from sklearn_ben.exceptions import ControlsError, DegenerateStatisticsWarning
+from sklearn_ben.inference import predict_by_group
 from sklearn_ben.samplers import GroupBatchSampler
 
 _REQUEST = {"groups": True, "controls": True}
 
-
-class _HeadNet(nn.Module):
-    """Backbone plus a training head; an optional control mask drives BN."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, X: Tensor, controls: Tensor | None = None) -> Tensor:
-        # X: (N, C, H, W) or (N, F); controls: (N,) bool; returns head outputs
-        if controls is None:
-            return self.head(self.backbone(X))
-        with bn_mode(self, "controls", mask=controls):
-            return self.head(self.backbone(X))
-
-
-@contextmanager
-def _seeded(seed: int):
-    """Seed torch for a block of code, leaving the caller's RNG state as it was."""
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-class _AutocastNet(NeuralNet):
-    """skorch's NeuralNet, with the forward pass under ``torch.autocast``.
-
-    ``autocast_dtype`` (set after construction) is None for float32 training.
-    The loss is computed in float32.
-    """
-
-    autocast_dtype = None
-
-    def infer(self, x, **fit_params):
-        with _autocast(self.device, self.autocast_dtype):
-            return super().infer(x, **fit_params)
-
-    def get_loss(self, y_pred, y_true, *args, **kwargs):
-        return super().get_loss(y_pred.float(), y_true, *args, **kwargs)
-
-
-def _autocast(device, dtype):
-    """``torch.autocast`` for ``dtype``, or a no-op context for float32."""
-    device_type = torch.device(device).type
-    return torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
-
-
 _PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
-class _WarmupCosine:
-    """Linear warm-up for ``warmup`` steps, then cosine annealing to 0.
+@dataclass(frozen=True)
+class _Norm:
+    """What a value of the ``norm`` parameter means, in one place."""
 
-    A class, not a closure, so that fitted estimators can be pickled.
-    """
-
-    def __init__(self, warmup: int, total: int):
-        self.warmup = warmup
-        self.total = max(total, 1)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = (step - self.warmup) / max(self.total - self.warmup, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    source: str  # batch-norm statistics at inference (see sklearn_ben.batchnorm)
+    per_group: bool  # inference statistics come from each predicted plate
+    controls: bool  # statistics from control samples only (training too)
 
 
-class _GroupValidation(Callback):
-    """Scores held-out groups after each epoch with group-wise inference."""
-
-    def __init__(self, evaluate):
-        self.evaluate = evaluate
-
-    def on_epoch_end(self, net, **kwargs):
-        for key, value in self.evaluate(net).items():
-            net.history.record(key, value)
-
-    def on_train_end(self, net, **kwargs):
-        self.evaluate = None  # drop the validation data before pickling
+NORMS = {
+    "group": _Norm(source="batch", per_group=True, controls=False),
+    "controls": _Norm(source="controls", per_group=True, controls=True),
+    "frozen": _Norm(source="running", per_group=False, controls=False),
+}
 
 
-class BENBase(TransformerMixin, BaseEstimator):
+class BENBase(
+    AdaptMixin, PlateMetadataMixin, PrefixedParamsMixin, TransformerMixin, BaseEstimator
+):
     """Shared machinery of the BEN estimators (not public)."""
 
     _parameter_constraints = {
         "module": [
-            StrOptions({"mlp", "cnn", "resnet18", "resnet50"}),
+            StrOptions(set(backbone_names())),
             HasMethods(["build"]),
             nn.Module,
         ],
+        "optimizer": [callable],
+        "optimizer_params": [None, dict],
+        "criterion": [None, callable],
+        "criterion_params": [None, dict],
+        "callbacks": [None, list, dict],
+        "iterator_train_params": [None, dict],
+        "warm_start": ["boolean"],
+        "train_split": [None, callable],
         "sampling": [StrOptions({"group", "random"})],
         "norm": [StrOptions({"group", "controls", "frozen"})],
         "batch_size": [Interval(Integral, 2, None, closed="left")],
@@ -145,12 +114,14 @@ class BENBase(TransformerMixin, BaseEstimator):
         "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device],
         "num_workers": [Interval(Integral, 0, None, closed="left")],
         "precision": [StrOptions(set(_PRECISIONS))],
+        "intensity": [StrOptions({"dtype", "none"}), tuple, list],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "accelerator": [None, HasMethods(["prepare", "unwrap_model"])],
     }
 
-    __metadata_request__fit = _REQUEST
-    __metadata_request__transform = _REQUEST
+    #: criterion_params keys that are estimator parameters (embedder: temperature)
+    _criterion_aliases: dict = {}
 
     def set_params(self, **params):
         """Set parameters; ``module__<name>`` also works when module is a name.
@@ -158,6 +129,14 @@ class BENBase(TransformerMixin, BaseEstimator):
         ``set_params(module__width=32)`` on ``module="cnn"`` first replaces the
         name by the backbone it stands for (``SmallCNN()``), so that built-in
         backbones can be tuned by ``GridSearchCV`` without spelling them out.
+
+        skorch's prefixed keys work too: ``optimizer__<name>``,
+        ``criterion__<name>``, ``iterator_train__<name>`` (stored in
+        ``optimizer_params``, ``criterion_params``, ``iterator_train_params``),
+        ``callbacks__<callback>`` and ``callbacks__<callback>__<name>``;
+        ``optimizer__lr``, ``optimizer__weight_decay`` and
+        ``iterator_train__num_workers`` are ``lr``, ``weight_decay`` and
+        ``num_workers``.
 
         Parameters
         ----------
@@ -170,55 +149,41 @@ class BENBase(TransformerMixin, BaseEstimator):
         """
         nested = any(key.startswith("module__") for key in params)
         module = params.get("module", getattr(self, "module", None))
-        if nested and isinstance(module, str) and module in BACKBONES:
-            params["module"] = BACKBONES[module]()
+        if nested and isinstance(module, str) and module in backbone_names():
+            params["module"] = backbone_spec(module)
         return super().set_params(**params)
 
-    def fit_transform(self, X, y=None, *, groups=None, controls=None, **fit_params):
-        """Fit, then transform the same samples, passing the plates to both.
-
-        scikit-learn's default ``fit_transform`` would drop ``groups`` and
-        ``controls`` before ``transform``.
-
-        Parameters
-        ----------
-        X : array-like or torch Dataset
-            Training samples.
-        y : array-like of shape (n_samples,), default=None
-            Targets, where the estimator uses them.
-        groups : array-like of shape (n_samples,), default=None
-            Plate of each sample.
-        controls : array-like of bool, shape (n_samples,), default=None
-            Control mask.
-        **fit_params : dict
-            Further metadata for ``fit``.
-
-        Returns
-        -------
-        features : ndarray of shape (n_samples, n_features_out_)
-        """
-        self.fit(X, y, groups=groups, controls=controls, **fit_params)
-        return self.transform(X, groups=groups, controls=controls)
-
     # ------------------------------------------------------------------ checks
+    def _norm(self) -> _Norm:
+        """The meaning of ``self.norm``; parameters are checked again first.
+
+        Called at predict too, so that ``set_params`` after fit cannot slip an
+        invalid value past validation (the check only reads).
+        """
+        self._validate_params()
+        return NORMS[self.norm]
+
     def _check_fit_inputs(self, X, y, groups, controls):
         """Validate everything ``fit`` needs, without changing ``self``."""
-        if self.n_iter_no_change is not None and self.validation_fraction is None:
+        norm = NORMS[self.norm]
+        self._check_training_params()
+        held_out = self.validation_fraction is not None or self.train_split is not None
+        if self.n_iter_no_change is not None and not held_out:
             raise ValueError(
                 "n_iter_no_change needs held-out groups to watch; set "
-                "validation_fraction (e.g. 0.2) or n_iter_no_change=None."
+                "validation_fraction (e.g. 0.2) or train_split, or "
+                "n_iter_no_change=None."
             )
+        self._resolve_device()  # refuses an unavailable device before any work
+        check_accelerator(self)  # data-parallel settings (issue 14)
         X, y = self._check_X(X, y, fitting=True)
+        check_intensity(self.intensity, n_channels=self._input_shape(X)[0])
         n = len(X)
         groups, controls = check_groups(groups, n), check_controls(controls, n)
-        if groups is None and (self.sampling == "group" or self.norm != "frozen"):
-            warnings.warn(
-                _missing_groups_message(self, "fit"),
-                MissingMetadataWarning,
-                stacklevel=3,
-            )
+        if groups is None and (self.sampling == "group" or norm.per_group):
+            self._warn_missing_metadata("fit", self._one_plate_message("fit"))
         fit_groups = np.zeros(n, dtype=int) if groups is None else groups
-        if self.norm == "controls":
+        if norm.controls:
             if controls is None:
                 raise ControlsError(
                     "norm='controls' takes batch-norm statistics from control "
@@ -267,15 +232,32 @@ class BENBase(TransformerMixin, BaseEstimator):
                 f"X must be a feature table (n_samples, n_features) or images "
                 f"(n_samples, channels, height, width), but got shape {X.shape}."
             )
+        _check_float32_range(X)
+        _check_channels_first(X.shape[1:])
         return X, y
 
     def _input_shape(self, X):
         if is_dataset(X):
-            return tuple(_item_image(X[0]).shape)
+            shape = tuple(_item_image(X[0]).shape)
+            _check_channels_first(shape)
+            return shape
         return tuple(X.shape[1:])
 
-    def _check_predict_inputs(self, X, groups, controls):
+    def _input_dtype(self, X):
+        if is_dataset(X):
+            return str(_item_image(X[0]).numpy().dtype)
+        return str(X.dtype)
+
+    def _check_predict_inputs(self, X, groups, controls, method, *, use_stored=True):
+        """Checks of every inference call; returns inputs, the norm to use and
+        the stored statistics of the adapted plates among ``groups``.
+
+        Rows of adapted plates need neither plate-mates nor controls, so the
+        plate checks apply to the other rows only.
+        """
         check_is_fitted(self)
+        norm = self._norm()
+        X_in = X  # feature names are read from X as passed (e.g. a DataFrame)
         X, _ = self._check_X(X)
         shape = self._input_shape(X)
         name = type(self).__name__
@@ -294,59 +276,159 @@ class BENBase(TransformerMixin, BaseEstimator):
                 f"{what} in the same order as in fit."
             )
         if not is_dataset(X):
-            validate_data(self, X, reset=False, skip_check_array=True)
-        n = len(X)
-        groups, controls = check_groups(groups, n), check_controls(controls, n)
-        norm = self.norm
-        if norm != "frozen" and groups is None:
+            validate_data(self, X_in, reset=False, skip_check_array=True)
+        if shape[1:] != tuple(self.input_shape_[1:]):
             warnings.warn(
-                _missing_groups_message(self, "predict"),
-                MissingMetadataWarning,
+                f"X has images of size {shape[1:]}, but {name} was fitted on "
+                f"{tuple(self.input_shape_[1:])}; the network accepts them, but "
+                "features learnt at one scale may not hold at another. Crop or "
+                "resize to the training size unless this is intended.",
+                UserWarning,
                 stacklevel=3,
             )
+        self._check_input_dtype(X)
+        n = len(X)
+        groups, controls = check_groups(groups, n), check_controls(controls, n)
+        stored, pending = {}, np.ones(n, dtype=bool)
+        if use_stored and groups is not None:
+            stored, pending = self._stored_statistics(groups, norm)
+        if norm.per_group and groups is None:
+            self._warn_missing_metadata(method, self._one_plate_message(method))
         groups = np.zeros(n, dtype=int) if groups is None else groups
-        if norm != "frozen":
-            check_group_sizes(groups, 2, what="predicted")
-        if norm == "controls":
+        what = "adapted" if method == "adapt" else "predicted"
+        if norm.per_group:
+            check_group_sizes(groups[pending], 2, what=what)
+            _warn_small_groups(
+                groups[pending],
+                None if not norm.controls or controls is None else controls[pending],
+            )
+        if norm.controls and pending.any():
             if controls is None:
-                warnings.warn(
-                    "norm='controls' but no controls reached this call, so each "
-                    "group is normalised with all of its samples (norm='group'); "
-                    "pass controls=<boolean mask>, or enable metadata routing "
-                    "inside Pipeline/GridSearchCV.",
-                    MissingMetadataWarning,
-                    stacklevel=3,
+                self._warn_missing_metadata(
+                    method,
+                    "with norm='controls' each group is normalised with all of "
+                    "its samples instead (norm='group')",
+                    what="controls",
                 )
-                norm = "group"
+                norm = NORMS["group"]
             else:
-                check_controls_per_group(groups, controls, 2, where="predict")
-        return X, groups, controls, norm
+                check_controls_per_group(
+                    groups[pending],
+                    controls[pending],
+                    2,
+                    where="adapt" if method == "adapt" else "predict",
+                )
+        return X, groups, controls, norm, stored
+
+    def _check_training_params(self):
+        """Check the skorch pass-through parameters; nothing is changed."""
+        check_backbone(self.module, needs_batchnorm=NORMS[self.norm].per_group)
+        check_callbacks(self.callbacks)
+        check_iterator_params(self.iterator_train_params)
+        if self.validation_fraction is not None and self.train_split is not None:
+            raise ValueError(
+                "validation_fraction and train_split both choose held-out "
+                "samples; set one of them to None."
+            )
+        taken = {"lr": "lr", "weight_decay": "weight_decay", "params": "module"}
+        for key in self.optimizer_params or {}:
+            if key in taken:
+                raise ValueError(
+                    f"optimizer_params sets {key!r}, which the estimator's "
+                    f"{taken[key]!r} parameter sets; use {taken[key]}= instead."
+                )
+        for key in self.criterion_params or {}:
+            if self.criterion is None and key in self._criterion_aliases:
+                name = self._criterion_aliases[key]
+                raise ValueError(
+                    f"criterion_params sets {key!r}, which the estimator's {name!r} "
+                    f"parameter sets; use {name}= instead."
+                )
+        accepted = inspect.signature(self.optimizer).parameters
+        if "weight_decay" not in accepted and self.weight_decay != 0:
+            raise ValueError(
+                f"optimizer {getattr(self.optimizer, '__name__', self.optimizer)} "
+                f"takes no weight_decay, but weight_decay={self.weight_decay}; "
+                "set weight_decay=0."
+            )
+
+    def _warm_module(self, X, classes=None):
+        """A copy of the fitted network to continue from, or None.
+
+        With ``warm_start=True`` and a fitted estimator; refused when the data
+        no longer fit the network.
+        """
+        if not (self.warm_start and hasattr(self, "net_")):
+            return None
+        shape = self._input_shape(X)
+        if shape != self.input_shape_:
+            raise ValueError(
+                f"warm_start=True continues the fitted network, but X has sample "
+                f"shape {shape} while the network was fitted on "
+                f"{self.input_shape_}; pass data of the fitted shape, or set "
+                "warm_start=False to train a new network."
+            )
+        fitted = getattr(self, "classes_", None)
+        if classes is not None and (
+            fitted is None or not np.array_equal(classes, fitted)
+        ):
+            raise ValueError(
+                f"warm_start=True continues the fitted network, but y has classes "
+                f"{[_plain(c) for c in classes]} while the network was fitted on "
+                f"{None if fitted is None else [_plain(c) for c in fitted]}; pass "
+                "the same "
+                "classes, or set warm_start=False to train a new network."
+            )
+        module = copy.deepcopy(self.net_.module_)
+        return module.train()
 
     # ----------------------------------------------------------------- training
     def _resolve_device(self):
         device = str(self.device)
         if device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, ValueError):
+            raise ValueError(
+                f"device={device!r} is not a device torch knows; use 'auto', "
+                "'cpu', 'cuda' or 'cuda:<index>'."
+            ) from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} but no CUDA GPU is available on this machine; "
+                "use device='auto' (CUDA when present, else CPU) or device='cpu'."
+            )
         return device
+
+    def _check_input_dtype(self, X):
+        """Refuse a dtype change that the intensity spec would turn into a rescale."""
+        dtype, fitted = self._input_dtype(X), getattr(self, "input_dtype_", None)
+        if fitted is None or dtype == fitted or self.intensity != "dtype":
+            return
+        if np.dtype(dtype).kind in "ui" or np.dtype(fitted).kind in "ui":
+            raise ValueError(
+                f"X has dtype {dtype}, but {type(self).__name__} was fitted on "
+                f"{fitted} inputs; with intensity='dtype' integers are divided by "
+                "their dtype's maximum, so the same images would reach the "
+                f"network rescaled. Pass X.astype({fitted!r}) as in fit, or fit "
+                "with an intensity= that does not depend on the dtype."
+            )
 
     def _build_backbone(self, X):
         shape = self._input_shape(X)
         backbone, _ = resolve_backbone(self.module, shape[0], ndim=len(shape) + 1)
         backbone = convert_batchnorm(backbone)
-        if self.norm != "frozen" and not group_layers(backbone):
+        if NORMS[self.norm].per_group and not group_layers(backbone):
             raise ValueError(
                 f"module has no BatchNorm layers, so norm={self.norm!r} would "
                 "change nothing; add BatchNorm layers to the network or use "
                 "norm='frozen'."
             )
-        probe = BatchDataset(X).get_inputs(np.arange(min(2, len(X))))
+        probe = BatchDataset(X, intensity=self.intensity).get_inputs(
+            np.arange(min(2, len(X)))
+        )
         return backbone, feature_dim(backbone, probe), shape
-
-    def _warmup_steps(self, steps_per_epoch):
-        warmup = self.warmup_epochs
-        if warmup == "auto":
-            warmup = self.max_epochs // 9
-        return warmup * steps_per_epoch
 
     def _split_validation(self, groups, random_state):
         labels = np.unique(groups)
@@ -355,144 +437,149 @@ class BENBase(TransformerMixin, BaseEstimator):
         held_out = random_state.choice(labels, n_val, replace=False)
         return np.isin(groups, held_out)
 
-    def _train(
-        self,
-        module,
-        criterion,
-        X,
-        y,
-        groups,
-        controls,
-        evaluate=None,
-        *,
-        dataset=None,
-        criterion_params=None,
-    ):
-        """Train ``module`` with skorch on group-homogeneous batches; return net.
+    def _sampler(self, groups, controls):
+        """The plate sampler of training (one group per batch unless random).
 
-        ``groups`` and ``controls`` describe the units the sampler draws
-        (samples, or bags for MinCLR); ``dataset`` turns a list of units into
-        a batch (default: the rows of ``X``, ``y``).
+        Its seed is the first draw of ``random_state``, as the weights' is.
         """
+        norm = NORMS[self.norm]
         rng = check_random_state(self.random_state)
-        sampler = GroupBatchSampler(
+        return GroupBatchSampler(
             groups if self.sampling == "group" else np.zeros(len(groups), int),
             self.batch_size,
             controls=controls,
-            min_controls=self.min_controls if self.norm == "controls" else 0,
+            min_controls=self.min_controls if norm.controls else 0,
             random_state=rng.randint(np.iinfo(np.int32).max),
         )
-        if dataset is None:
-            use = controls if self.norm == "controls" else None
-            dataset = BatchDataset(X, y, use)
-        steps = len(sampler)
-        schedule = _WarmupCosine(self._warmup_steps(steps), steps * self.max_epochs)
-        callbacks = []
-        if evaluate is not None:
-            callbacks.append(("group_validation", _GroupValidation(evaluate)))
-            if self.n_iter_no_change is not None:
-                callbacks.append(
-                    (
-                        "early_stopping",
-                        EarlyStopping(
-                            monitor="valid_loss",
-                            patience=self.n_iter_no_change,
-                            load_best=True,
-                        ),
-                    )
-                )
-        callbacks.append(
-            (
-                "lr_schedule",
-                LRScheduler(LambdaLR, lr_lambda=schedule, step_every="batch"),
-            )
-        )
-        if self.verbose >= 2:
-            callbacks.append(("progress_bar", ProgressBar()))
-        device = self._resolve_device()
-        net = _AutocastNet(
-            module=module,
-            criterion=criterion,
-            **{f"criterion__{k}": v for k, v in (criterion_params or {}).items()},
-            optimizer=torch.optim.Adam,
+
+    def _train_settings(self):
+        warmup = self.warmup_epochs
+        if warmup == "auto":
+            warmup = self.max_epochs // 9
+        optimizer_params = dict(self.optimizer_params or {})
+        if "weight_decay" in inspect.signature(self.optimizer).parameters:
+            optimizer_params["weight_decay"] = self.weight_decay
+        return TrainSettings(
             lr=self.lr,
-            optimizer__weight_decay=self.weight_decay,
+            weight_decay=self.weight_decay,
             max_epochs=self.max_epochs,
+            warmup_epochs=warmup,
+            device=self._resolve_device(),
             batch_size=self.batch_size,
-            iterator_train=DataLoader,
-            iterator_train__sampler=sampler,
-            iterator_train__batch_size=None,
-            iterator_train__num_workers=self.num_workers,
-            iterator_train__pin_memory=device == "cuda",
-            train_split=None,
-            callbacks=callbacks,
-            device=device,
-            verbose=int(self.verbose > 0),
+            num_workers=self.num_workers,
+            dtype=_PRECISIONS[self.precision],
+            n_iter_no_change=getattr(self, "n_iter_no_change", None),
+            verbose=self.verbose,
+            optimizer=self.optimizer,
+            optimizer_params=optimizer_params,
+            iterator_params=check_iterator_params(self.iterator_train_params),
+            callbacks=tuple(check_callbacks(self.callbacks)),
         )
-        net.autocast_dtype = _PRECISIONS[self.precision]
-        net.fit(dataset, None)
-        # The sampler holds the training groups; it is not needed any more.
-        net.iterator_train__sampler = None
-        return net
+
+    def _train(
+        self,
+        module,
+        dataset,
+        sampler,
+        *,
+        criterion=nn.CrossEntropyLoss,
+        criterion_params=None,
+        validation=None,
+        sample_weight=None,
+    ):
+        """Train ``module`` with skorch on the sampler's batches; return the net.
+
+        ``criterion`` and ``criterion_params`` are the method's loss; the
+        ``criterion`` parameter, when set, replaces it, and ``criterion_params``
+        are added to it.
+        """
+        if self.criterion is not None:
+            criterion, criterion_params = self.criterion, {}
+        settings = self._train_settings()
+        if getattr(self, "accelerator", None) is not None:  # data-parallel
+            sampler, settings = distribute(self.accelerator, sampler, settings)
+        return train_network(
+            module,
+            dataset,
+            sampler,
+            settings,
+            criterion=criterion,
+            criterion_params={
+                **(criterion_params or {}),
+                **(self.criterion_params or {}),
+            },
+            validation=validation,
+            sample_weight=sample_weight,
+        )
+
+    def _validation(self, X, y, groups, controls):
+        """A callback scoring held-out plates (X, y, ... already held out)."""
+        norm = NORMS[self.norm]
+        return GroupValidation(
+            X,
+            y,
+            groups,
+            controls if norm.controls else None,
+            source=norm.source,
+            chunk_size=self.predict_batch_size,
+            intensity=self.intensity,
+        )
 
     # ---------------------------------------------------------------- inference
-    def _forward(self, module, X, groups, controls, norm, *, device=None):
-        """Outputs of ``module`` for every row, with group-wise batch norm."""
-        device = device or self.net_.device
-        data = BatchDataset(X)
-        n = len(data)
-        was_training = module.training
-        module.eval()
-        outputs = None
-        precision = _PRECISIONS[getattr(self, "precision", "float32")]
-        try:
-            with torch.no_grad(), _autocast(device, precision):
-                if norm == "frozen":
-                    size = self.predict_batch_size or max(self.batch_size, 256)
-                    chunks = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
-                    parts = [(c, module(data.get_inputs(c).to(device))) for c in chunks]
-                else:
-                    parts = [
-                        (
-                            idx,
-                            self._forward_group(
-                                module, data, idx, controls, norm, device
-                            ),
-                        )
-                        for idx in _group_indices(groups)
-                    ]
-                for idx, out in parts:
-                    if outputs is None:
-                        outputs = torch.empty((n, *out.shape[1:]))
-                    outputs[torch.from_numpy(idx)] = out.float().cpu()
-        finally:
-            module.train(was_training)
-        return outputs
+    def _predict_outputs(self, module, X, groups, controls, norm, stored=None):
+        """Outputs of ``module`` (part of the fitted net) for every row of ``X``.
 
-    def _forward_group(self, module, data, idx, controls, norm, device):
-        size = self.predict_batch_size or len(idx)
-        chunks = [idx[i : i + size] for i in range(0, len(idx), size)]
-        use_controls = norm == "controls"
+        Reads the fitted network only: the train/eval mode was set once at the
+        end of fit, and statistics live in the call. Rows of the plates in
+        ``stored`` are normalised with their stored statistics.
+        """
+        if module.training:  # a network restored in train mode; idempotent
+            self.net_.module_.eval()
+        predict = plate_parallel(getattr(self, "accelerator", None), predict_by_group)
+        return predict(
+            module,
+            X,
+            groups,
+            controls if norm.controls else None,
+            source=norm.source,
+            chunk_size=self.predict_batch_size,
+            device=self.net_.device,
+            dtype=_PRECISIONS[self.precision],
+            intensity=self.intensity,
+            stored=self._stored_layers(stored) if stored else None,
+        )
 
-        def batches():
-            for c in chunks:
-                mask = (
-                    torch.from_numpy(controls[c]).to(device) if use_controls else None
-                )
-                yield data.get_inputs(c).to(device), mask
+    def _set_fitted(self, X_in, X, shape, n_out, net):
+        """Record the fitted state; called once every check and training passed.
 
-        return group_forward(module, batches, use_controls=use_controls)
-
-    def _set_fitted(self, X, shape, n_out, net):
-        """Record the fitted state; called once every check and training passed."""
+        ``X_in`` is ``X`` as the user passed it (feature names are read from a
+        DataFrame), ``X`` the validated array or dataset.
+        """
         if not is_dataset(X):
-            validate_data(self, X, reset=True, skip_check_array=True)
+            validate_data(self, X_in, reset=True, skip_check_array=True)
         else:
             self.n_features_in_ = shape[0]
+        stopper = dict(net.callbacks_).get("early_stopping")
+        best = None if stopper is None else stopper.best_epoch_
+        if self.warm_start and hasattr(self, "net_"):
+            offset = len(self.net_.history)
+            net.history_ = join_histories(self.net_.history, net.history)
+            best = None if best is None else best + offset
         self.input_shape_ = shape
+        self.input_dtype_ = self._input_dtype(X)
         self.n_features_out_ = n_out
         self.net_ = net
-        self.device_ = str(net.device)
+        self.n_iter_ = len(net.history)
+        self.loss_curve_ = [float(row["train_loss"]) for row in net.history]
+        self.best_epoch_ = best
+        self.plate_statistics_ = {}  # statistics of the old network are void
+        self.adapted_norm_ = None
+
+    @property
+    def device_(self):
+        """Device of the fitted network now (CPU after loading a GPU model here)."""
+        check_is_fitted(self)
+        return str(self.net_.device)
 
     def transform(self, X, *, groups=None, controls=None):
         """Backbone features (embeddings), each plate with its own BN statistics.
@@ -511,9 +598,21 @@ class BENBase(TransformerMixin, BaseEstimator):
         features : ndarray of shape (n_samples, n_features_out_)
             Backbone features, before any training head.
         """
-        X, groups, controls, norm = self._check_predict_inputs(X, groups, controls)
+        X, groups, controls, norm, stored = self._check_predict_inputs(
+            X, groups, controls, "transform"
+        )
         backbone = self.net_.module_.backbone
-        return self._forward(backbone, X, groups, controls, norm).numpy()
+        return self._predict_outputs(
+            backbone, X, groups, controls, norm, stored
+        ).numpy()
+
+    def _one_plate_message(self, method):
+        samples = "samples" if method == "fit" else "its samples"
+        return (
+            f"all {samples} are treated as one plate (sampling={self.sampling!r}, "
+            f"norm={self.norm!r}); score with sklearn_ben.metrics.make_ben_scorer() "
+            "so that plates reach predict"
+        )
 
     def get_feature_names_out(self, input_features=None):
         """Names of the ``transform`` outputs: ``<classname>0``, ``<classname>1``...
@@ -531,6 +630,23 @@ class BENBase(TransformerMixin, BaseEstimator):
         prefix = type(self).__name__.lower()
         return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], object)
 
+    def __getstate__(self):
+        # The network once, without optimiser moments or schedulers: a pickle
+        # about the size of the state dict (tests/test_pickles.py).
+        state = dict(super().__getstate__())  # may be self.__dict__ itself
+        if state.get("net_") is not None:
+            state["net_"] = slim_copy(state["net_"])
+        # An Accelerator belongs to the processes of one launch: a pickled
+        # estimator drops it and predicts in a single process (issue 14).
+        if state.get("accelerator") is not None:
+            state["accelerator"] = None
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if getattr(self, "net_", None) is not None:
+            restore_slim(self.net_)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
@@ -539,20 +655,48 @@ class BENBase(TransformerMixin, BaseEstimator):
         return tags
 
 
-def _group_indices(groups):
-    """Indices of each group, groups in order of first appearance."""
-    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    return [np.flatnonzero(inverse == k) for k in order]
+#: Plates (or control sets) smaller than this get a warning at predict.
+MIN_RELIABLE_ROWS = 5
 
 
-def _missing_groups_message(estimator, method):
-    name = type(estimator).__name__
-    return (
-        f"{name}.{method} got no groups, so all {'' if method == 'fit' else 'its '}"
-        f"samples are treated as one plate (sampling={estimator.sampling!r}, "
-        f"norm={estimator.norm!r}). Pass groups=<plate of each sample>; inside "
-        "Pipeline, GridSearchCV or cross_validate, turn on "
-        "sklearn.set_config(enable_metadata_routing=True) so that groups reach "
-        "the estimator, and score with sklearn_ben.metrics.make_ben_scorer()."
+def _warn_small_groups(groups, controls):
+    """Warn about plates whose statistics come from fewer than 5 rows."""
+    labels, counts = np.unique(
+        groups if controls is None else groups[controls], return_counts=True
     )
+    small = {g: int(n) for g, n in zip(labels, counts) if n < MIN_RELIABLE_ROWS}
+    if small:
+        rows = "samples" if controls is None else "controls"
+        warnings.warn(
+            f"{len(small)} predicted plate(s) have fewer than {MIN_RELIABLE_ROWS} "
+            f"{rows} to compute batch-norm statistics from: {format_counts(small)}; "
+            "statistics of so few rows are noisy and their predictions can "
+            "differ from those made with the whole plate. Predict whole plates, "
+            "or adapt the model to the plate first.",
+            DegenerateStatisticsWarning,
+            stacklevel=4,
+        )
+
+
+def _check_float32_range(X):
+    """Refuse float values that would become inf when converted to float32."""
+    if X.dtype.kind == "f" and X.dtype.itemsize > 4 and X.size:
+        limit = np.finfo(np.float32).max
+        low, high = float(X.min()), float(X.max())
+        if high > limit or low < -limit:
+            raise ValueError(
+                f"X holds values up to {max(abs(low), abs(high)):.3g}, beyond "
+                f"float32's range (+-{limit:.3g}), in which the network computes; "
+                "rescale X (e.g. divide by a constant) before fit and predict."
+            )
+
+
+def _check_channels_first(shape):
+    """Refuse images that look channels-last: (H, W, C) instead of (C, H, W)."""
+    if len(shape) == 3 and shape[2] <= 8 < shape[0] and shape[0] == shape[1]:
+        raise ValueError(
+            f"Images must be channels-first (channels, height, width), but one "
+            f"sample has shape {shape}, which looks channels-last ({shape[2]} "
+            "channels last); pass X.transpose(0, 3, 1, 2) (numpy) or "
+            "X.permute(0, 3, 1, 2) (torch)."
+        )

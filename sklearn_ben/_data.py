@@ -1,16 +1,20 @@
 """Batches for the network, converted to float32 one batch at a time.
 
 Images stay in their own dtype (uint8, uint16, ...) in memory; only the rows of
-one batch are converted, so a plate of uint16 images is never copied whole to
-float32. ``X`` may also be a ``torch.utils.data.Dataset`` whose items are the
-images (e.g. files read lazily from disk).
+one batch are converted (under the estimator's intensity spec, see
+:mod:`sklearn_ben._scaling`), so a plate of uint16 images is never copied whole
+to float32. ``X`` may also be a ``torch.utils.data.Dataset`` whose items are
+the images (e.g. files read lazily from disk). Every converted batch is checked
+for values that are not finite in float32.
 """
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["BatchDataset", "as_float_tensor", "is_dataset"]
+from sklearn_ben._scaling import scale_batch
+
+__all__ = ["BatchDataset", "check_finite_batch", "is_dataset"]
 
 
 def is_dataset(X) -> bool:
@@ -18,20 +22,18 @@ def is_dataset(X) -> bool:
     return isinstance(X, Dataset)
 
 
-def as_float_tensor(array) -> torch.Tensor:
-    """Return ``array`` as float32; integer images are scaled by their dtype's max.
-
-    This is torchvision's ``ToDtype(torch.float32, scale=True)`` convention:
-    uint8 images land in [0, 1], uint16 images in [0, 1] too.
-    """
-    if isinstance(array, torch.Tensor):
-        tensor = array
-    else:
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if not tensor.dtype.is_floating_point and tensor.dtype != torch.bool:
-        scale = float(torch.iinfo(tensor.dtype).max)
-        return tensor.to(torch.float32).div_(scale)
-    return tensor.to(torch.float32)
+def check_finite_batch(batch: torch.Tensor, indices) -> torch.Tensor:
+    """Return ``batch`` if every value is finite, else raise naming the rows."""
+    finite = torch.isfinite(batch.reshape(batch.shape[0], -1)).all(dim=1)  # (N,)
+    if not bool(finite.all()):
+        rows = np.asarray(indices)[~finite.numpy()]
+        raise ValueError(
+            f"X has {len(rows)} sample(s) with values that are not finite as "
+            f"float32 (NaN, inf, or beyond +-3.4e38), e.g. row(s) "
+            f"{rows[:5].tolist()}; fix or drop these samples, or rescale values "
+            "into float32's range."
+        )
+    return batch
 
 
 def _item_image(item):
@@ -56,12 +58,16 @@ class BatchDataset(Dataset):
     controls : ndarray of bool or None
         When given, each batch carries its control mask, which the network
         uses for control-based normalisation.
+    intensity : str or tuple, default="dtype"
+        How raw values become float32 inputs (:func:`~sklearn_ben._scaling.
+        check_intensity`).
     """
 
-    def __init__(self, X, y=None, controls=None):
+    def __init__(self, X, y=None, controls=None, intensity="dtype"):
         self.X = X
         self.y = y
         self.controls = controls
+        self.intensity = intensity
 
     def __len__(self) -> int:
         return len(self.X)
@@ -73,8 +79,10 @@ class BatchDataset(Dataset):
             images = [_item_image(self.X[int(i)]).numpy() for i in indices]
             # np.stack: torch.stack of many small integer tensors spends its
             # time in thread start-up on busy cores.
-            return as_float_tensor(np.stack(images))
-        return as_float_tensor(self.X[indices])
+            batch = scale_batch(np.stack(images), self.intensity)
+        else:
+            batch = scale_batch(self.X[indices], self.intensity)
+        return check_finite_batch(batch, indices)
 
     def __getitem__(self, indices):
         indices = np.asarray(indices)

@@ -5,6 +5,7 @@ with no metadata, so a BEN estimator scored by them never sees plates. The
 scorers made here forward the plates and request them under metadata routing.
 """
 
+import numpy as np
 from sklearn.metrics import accuracy_score
 
 from sklearn_ben._sklearn_compat import MetadataRequest
@@ -58,6 +59,9 @@ class BENScorer:
         """
         metadata = {k: params.pop(k) for k in _METADATA if params.get(k) is not None}
         y_pred = getattr(estimator, self.response_method)(X, **metadata)
+        if self.response_method == "predict_proba" and np.ndim(y_pred) == 2:
+            if np.shape(y_pred)[1] == 2:  # binary: the positive class, as sklearn
+                y_pred = np.asarray(y_pred)[:, 1]
         return self.sign * self.score_func(y_true, y_pred, **self.kwargs, **params)
 
     def get_metadata_routing(self):

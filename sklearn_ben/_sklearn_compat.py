@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import (
     validate_params,
 )
 from sklearn.utils.metadata_routing import MetadataRequest
+from sklearn.utils.validation import _check_sample_weight
 
 __all__ = [
     "HasMethods",
@@ -20,6 +21,7 @@ __all__ = [
     "MetadataRequest",
     "Options",
     "StrOptions",
+    "_check_sample_weight",
     "_fit_context",
     "validate_params",
 ]

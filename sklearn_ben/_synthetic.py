@@ -294,6 +294,26 @@ def _check_real(name, value):
         )
 
 
+#: Largest output make_plates draws (in bytes of the returned images).
+MAX_BYTES = 8 * 2**30
+
+
+def _check_total_size(params):
+    """Refuse, before drawing anything, an output that cannot fit in memory."""
+    n = params["n_plates"] * params["n_samples_per_plate"]
+    size = n * params["n_channels"] * params["image_size"] ** 2
+    nbytes = size * (
+        2 if params["dtype"] == "uint16" else 8 if params["dtype"] == "float64" else 4
+    )
+    if nbytes > MAX_BYTES:
+        raise ValueError(
+            f"make_plates would generate {n:,} images of {params['n_channels']}x"
+            f"{params['image_size']}x{params['image_size']} ({nbytes / 2**30:,.1f} "
+            f"GiB, more than the {MAX_BYTES // 2**30} GiB limit); lower n_plates, "
+            "n_samples_per_plate or image_size."
+        )
+
+
 def _check_make_plates_params(**params):
     _check_int("n_plates", params["n_plates"], 1)
     _check_int("n_samples_per_plate", params["n_samples_per_plate"], 2)
@@ -304,6 +324,7 @@ def _check_make_plates_params(**params):
     _check_int("cells_per_image", params["cells_per_image"], 1)
     for name in ("plate_effect", "treatment_effect", "noise"):
         _check_real(name, params[name])
+    _check_total_size(params)
     fraction = params["control_fraction"]
     if fraction is not None and (
         not isinstance(fraction, numbers.Real)

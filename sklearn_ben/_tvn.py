@@ -1,11 +1,12 @@
-"""Profile normalisation against controls: per-plate scaling and TVN.
+"""Typical variation normalisation (TVN) of profiles against controls.
 
-:class:`PlateControlScaler` standardises every plate with the statistics of its
-own control wells. :class:`TVN` is typical variation normalisation (Ando et al.
-2017): PCA whitening fitted on the controls, then, per group, CORAL (Sun et
-al. 2016) aligns each group's control covariance with the pooled one. Both
-take ``groups`` (plate or batch of each sample) and ``controls`` (boolean mask)
-as per-sample metadata, requested by default for metadata routing.
+:class:`TVN` (Ando et al. 2017) centres each group (plate) on its controls,
+scales the features by the pooled spread of the controls, whitens with a
+shrunk control covariance (Ledoit-Wolf by default), then aligns each group's
+control covariance with the pooled one by CORAL (Sun et al. 2016). It takes
+``groups`` and ``controls`` as per-sample metadata, requested by default for
+metadata routing. :class:`PlateControlScaler` lives in ``_plate_scaler.py``
+and is re-exported here.
 """
 
 from numbers import Integral, Real
@@ -16,7 +17,7 @@ from sklearn.base import (
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
 )
-from sklearn.utils.extmath import svd_flip
+from sklearn.covariance import ledoit_wolf_shrinkage, oas
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_ben._metadata import PlateMetadataMixin
@@ -26,7 +27,7 @@ from sklearn_ben._plate_scaler import (
     _reference_name,
     _short_groups,
 )
-from sklearn_ben._sklearn_compat import Interval, _fit_context
+from sklearn_ben._sklearn_compat import Interval, StrOptions, _fit_context
 from sklearn_ben._validation import check_controls, check_groups, format_counts
 from sklearn_ben.exceptions import ControlsError
 
@@ -54,62 +55,104 @@ def _sym_power(matrix, power):
     return (vectors * values**power) @ vectors.T
 
 
+def _group_means(X, inverse, n_groups, reference):
+    """Mean of each group's reference rows, shape (n_groups, n_features)."""
+    sums = np.zeros((n_groups, X.shape[1]))
+    np.add.at(sums, inverse[reference], X[reference])
+    counts = np.bincount(inverse[reference], minlength=n_groups)
+    return sums / counts[:, None]
+
+
+def _shrinkage(centred, method):
+    """Ledoit-Wolf or OAS shrinkage of the covariance of centred rows."""
+    if method == "ledoit-wolf":
+        return float(ledoit_wolf_shrinkage(centred, assume_centered=True))
+    return float(oas(centred, assume_centered=True)[1])
+
+
 class TVN(
     PlateMetadataMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
 ):
-    """Typical variation normalisation: whiten on controls, then CORAL per group.
+    """Typical variation normalisation: centre, scale and whiten on controls, CORAL.
 
-    :meth:`fit` centres the data on the mean of the control samples and finds
-    their principal components; :meth:`transform` projects on the first
-    ``n_components`` and divides each by the square root of its (regularised)
-    variance, so the controls come out with (nearly) identity covariance
-    (Ando et al. 2017). When :meth:`transform` gets ``groups`` (plates or
-    batches), each group is then aligned with CORAL (Sun et al. 2016): the
-    group's samples are mapped by the linear map that turns the covariance of
-    the group's controls into the pooled control covariance learnt in
-    :meth:`fit`, both regularised by ``coral_reg``.
+    Four steps, each fitted on the control samples only and each one that
+    can be turned off:
+
+    1. ``center="group"``: each group (plate) is centred on the mean of its
+       own controls, in :meth:`fit` and in :meth:`transform`;
+       ``center="global"`` centres every sample on the mean of all controls
+       seen in :meth:`fit`.
+    2. ``scale=True``: each feature is divided by the standard deviation of
+       the centred controls, pooled over all groups (one global scale, not a
+       noisy one per plate).
+    3. Whitening: projection on the principal components of the controls,
+       each divided by ``sqrt(variance + whiten_reg * mean_variance)``. The
+       default ``whiten_reg="ledoit-wolf"`` takes the regulariser from the
+       Ledoit-Wolf shrinkage ``a`` of the controls' covariance
+       (``whiten_reg = a / (1 - a)``: whitening with the shrunk covariance
+       ``(1 - a) S + a mean_variance I``, up to a global factor that cosine
+       similarity ignores), so it is chosen from the control data alone.
+    4. ``coral=True``: when :meth:`transform` gets ``groups``, each group is
+       aligned with CORAL: its samples are mapped by the linear map that
+       turns the covariance of its controls into the pooled control
+       covariance, both regularised by ``coral_reg``.
 
     Parameters
     ----------
     n_components : int, float or None, default=None
         Principal components of the controls to keep. None keeps every
-        direction in which the controls vary: their numerical rank (at most
-        ``min(n_controls - 1, n_features)``, less when, e.g., the controls
-        were centred per plate before); a float in (0, 1) keeps the fewest
-        components that explain that share of the controls' variance.
-    whiten_reg : float, default=1.0
+        direction of positive regularised variance: all ``n_features`` when
+        ``whiten_reg`` is positive (the shrunk covariance is full rank), the
+        controls' numerical rank when it is 0; a float in (0, 1) keeps the
+        fewest components that explain that share of the controls' variance.
+    center : {"group", "global"}, default="group"
+        Centre each group on its own controls, or all samples on the mean of
+        the controls seen in :meth:`fit`.
+    scale : bool, default=True
+        Divide each feature by the pooled standard deviation of the centred
+        controls before whitening (features with constant controls: by 1).
+    whiten : bool, default=True
+        Divide each component by its regularised standard deviation; False
+        only rotates (and drops components).
+    whiten_reg : {"ledoit-wolf", "oas"} or float, default="ledoit-wolf"
         Regulariser of the whitening, as a share of the controls' mean
-        variance per feature: component ``i`` is divided by
-        ``sqrt(variance_i + whiten_reg * mean_variance)``. It keeps
-        components of tiny variance from being blown up into noise; 0 is
-        plain PCA whitening. The default 1 is CORAL's convention (the
-        identity added to the covariance of standardised features, whose
-        mean variance is 1); on the BBBC021 profiles, values of 0.01 or less
-        lost accuracy (see the profiling guide).
+        variance per component; a string picks it from the Ledoit-Wolf or
+        OAS shrinkage of the controls' covariance; 0 is plain PCA whitening.
+    coral : bool, default=True
+        Align each group with CORAL at :meth:`transform` when ``groups`` is
+        given.
     coral_reg : float, default=1.0
         Added to the diagonal of both covariances in CORAL (in whitened
-        units, where the pooled control covariance is close to the
-        identity). 1 is the value of Sun et al.; larger values align less.
+        units). 1 is the value of Sun et al.; larger values align less.
     min_controls : int, default=2
-        Fewest control samples a group needs for CORAL at :meth:`transform`;
+        Fewest control samples a group needs (for its mean and for CORAL);
         a group with fewer raises :class:`~sklearn_ben.exceptions.ControlsError`
-        (no silent fallback: pass coarser ``groups``, e.g. batches instead of
-        plates, or none for whitening only).
+        (no silent fallback: pass coarser ``groups``, e.g. batches).
 
     Attributes
     ----------
     mean_ : ndarray of shape (n_features,)
-        Mean of the control samples seen in :meth:`fit`.
+        Mean of the control samples seen in :meth:`fit` (used to centre when
+        ``center="global"`` or no ``groups`` arrive).
+    feature_scale_ : ndarray of shape (n_features,)
+        Divisor of each feature (1 with ``scale=False``).
     components_ : ndarray of shape (n_components_, n_features)
-        Principal axes of the controls, by decreasing variance.
+        Principal axes of the centred, scaled controls, by decreasing
+        variance.
     explained_variance_ : ndarray of shape (n_components_,)
         Variance of the controls along each axis (``ddof=1``).
+    whiten_reg_ : float
+        The regulariser used (from the shrinkage when ``whiten_reg`` is a
+        string).
+    shrinkage_ : float or None
+        The Ledoit-Wolf or OAS shrinkage, in [0, 1]; None for a float
+        ``whiten_reg``.
     scale_ : ndarray of shape (n_components_,)
-        Factor applied to each component: ``1 / sqrt(variance +
-        whiten_reg * mean_variance)``; 1 for a component of zero regularised
-        variance.
+        Factor applied to each component.
     covariance_ : ndarray of shape (n_components_, n_components_)
-        Covariance of the whitened fit controls: the CORAL target.
+        Covariance of the whitened fit controls: the CORAL target. Its
+        diagonal is the variance each component comes out with, between 0
+        and 1: shrinkage leaves weak components below unit variance.
     n_components_ : int
         Number of components kept.
     n_features_in_ : int
@@ -120,26 +163,30 @@ class TVN(
 
     See Also
     --------
-    PlateControlScaler : Per-plate standardisation against controls, the
-        usual step before TVN.
-    sklearn.decomposition.PCA : PCA whitening fitted on all samples.
+    PlateControlScaler : Per-plate standardisation against controls.
+    sklearn.covariance.LedoitWolf : The shrinkage used by default.
 
     Notes
     -----
     Reference samples: the controls when ``controls`` is given, else all
-    samples (in :meth:`fit` and, per group, in :meth:`transform`).
+    samples. Without ``groups``, ``center="group"`` and ``coral=True`` fall
+    back to the global mean and no CORAL, with a
+    :class:`~sklearn_ben.exceptions.MissingMetadataWarning` (what happens in a
+    ``Pipeline`` with metadata routing off); each sample is then transformed
+    on its own. With ``groups``, a sample's output depends on the controls of
+    its group in the data passed to :meth:`transform`.
 
-    CORAL here changes second-order statistics only: a group's samples are
-    mapped by ``x -> (x - m) @ A + m``, where ``m`` is the mean of the group's
-    whitened controls and ``A = (C + coral_reg I)^(-1/2) (T + coral_reg
-    I)^(1/2)`` for the group's control covariance ``C`` and the target ``T``
-    (``covariance_``), so the group's controls keep their mean. Per-plate
-    centring is the job of :class:`PlateControlScaler` before TVN.
+    Whitened controls do not come out with identity covariance unless
+    ``whiten_reg=0``: component ``i`` gets variance ``v_i / (v_i + whiten_reg
+    * mean_variance)``, near 1 for strong components and near 0 for weak
+    ones. This is the point of shrinkage with few controls (330 on BBBC021
+    for 516 features): the weak components are mostly noise.
 
-    Without ``groups``, :meth:`transform` only whitens; this needs no warning
-    because each sample is then transformed on its own. With ``groups``, a
-    sample's output depends on the controls of its group in the data passed
-    to :meth:`transform`.
+    Why these defaults, on raw CellProfiler features of BBBC021 (see the
+    profiling guide for the numbers): per-plate scaling with 6 control wells
+    per plate adds noise to every plate, so the scale is global; centring
+    stays per plate because plate offsets are large and a mean of 6 wells
+    estimates them well enough.
 
     References
     ----------
@@ -149,6 +196,9 @@ class TVN(
     B. Sun, J. Feng and K. Saenko, "Return of frustratingly easy domain
     adaptation", AAAI 2016.
 
+    O. Ledoit and M. Wolf, "A well-conditioned estimator for large-dimensional
+    covariance matrices", J. Multivar. Anal. 88(2), 2004.
+
     Examples
     --------
     >>> import numpy as np
@@ -157,8 +207,8 @@ class TVN(
     >>> X = rng.normal(size=(40, 3)) @ [[2.0, 0.0, 0.0], [1.0, 1.0, 0.0],
     ...                                 [0.0, 0.0, 0.5]]
     >>> dmso = np.arange(40) < 30
-    >>> tvn = TVN(whiten_reg=0.0).fit(X, controls=dmso)
-    >>> Z = tvn.transform(X)
+    >>> tvn = TVN(center="global", whiten_reg=0.0, coral=False)
+    >>> Z = tvn.fit(X, controls=dmso).transform(X)
     >>> np.round(np.cov(Z[dmso], rowvar=False), 6) + 0.0
     array([[1., 0., 0.],
            [0., 1., 0.],
@@ -173,22 +223,42 @@ class TVN(
             Interval(Real, 0, 1, closed="neither"),
             None,
         ],
-        "whiten_reg": [Interval(Real, 0, None, closed="left")],
+        "center": [StrOptions({"group", "global"})],
+        "scale": ["boolean"],
+        "whiten": ["boolean"],
+        "whiten_reg": [
+            StrOptions({"ledoit-wolf", "oas"}),
+            Interval(Real, 0, None, closed="left"),
+        ],
+        "coral": ["boolean"],
         "coral_reg": [Interval(Real, 0, None, closed="neither")],
         "min_controls": [Interval(Integral, 2, None, closed="left")],
     }
 
     def __init__(
-        self, *, n_components=None, whiten_reg=1.0, coral_reg=1.0, min_controls=2
+        self,
+        *,
+        n_components=None,
+        center="group",
+        scale=True,
+        whiten=True,
+        whiten_reg="ledoit-wolf",
+        coral=True,
+        coral_reg=1.0,
+        min_controls=2,
     ):
         self.n_components = n_components
+        self.center = center
+        self.scale = scale
+        self.whiten = whiten
         self.whiten_reg = whiten_reg
+        self.coral = coral
         self.coral_reg = coral_reg
         self.min_controls = min_controls
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, groups=None, controls=None):
-        """Learn the whitening from the control samples of ``X``.
+        """Learn centring, scaling and whitening from the controls of ``X``.
 
         Parameters
         ----------
@@ -197,7 +267,8 @@ class TVN(
         y : None
             Ignored.
         groups : array-like of shape (n_samples,), default=None
-            Group of each sample; validated here, used by :meth:`transform`.
+            Plate of each sample; with ``center="group"`` each is centred on
+            its controls before the statistics are pooled.
         controls : array-like of bool, shape (n_samples,), default=None
             True for control samples; None fits on all samples.
 
@@ -208,32 +279,76 @@ class TVN(
         """
         X = validate_data(self, X, reset=True, dtype=_FLOATS, ensure_min_samples=2)
         n = X.shape[0]
-        check_groups(groups, n)
+        groups = check_groups(groups, n)
         controls = check_controls(controls, n)
-        ref = X if controls is None else X[controls]
-        if ref.shape[0] < 2:
+        reference = np.ones(n, dtype=bool) if controls is None else controls
+        if reference.sum() < 2:
             raise ControlsError(
                 f"TVN fits its whitening on the control samples, but controls "
-                f"marks {ref.shape[0]} of {n} samples; mark at least 2, or pass "
+                f"marks {reference.sum()} of {n} samples; mark at least 2, or pass "
                 "controls=None to fit on all samples."
             )
-        self.mean_ = ref.mean(axis=0)
-        centred = ref - self.mean_
-        u, singular, vt = np.linalg.svd(centred, full_matrices=False)
-        _, vt = svd_flip(u, vt, u_based_decision=False)
-        variance = singular**2 / (ref.shape[0] - 1)
-        k = self._choose_n_components(variance, ref.shape[0])
-        mean_variance = centred.var(axis=0, ddof=1).mean()
-        regularised = variance[:k] + self.whiten_reg * mean_variance
+        self.mean_ = X[reference].mean(axis=0)
+        centred = self._centre(X, groups, controls, "fit")[reference]
+        spread = centred.std(axis=0)
+        constant = (spread == 0) | (not self.scale)
+        self.feature_scale_ = np.where(constant, 1.0, spread)
+        ref = centred / self.feature_scale_
+        self.shrinkage_, self.whiten_reg_ = self._regulariser(ref)
+        # A shrunk covariance is full rank: with n_components=None every
+        # direction is kept, also those in which the controls do not vary.
+        full = self.n_components is None and self.whiten_reg_ > 0
+        _, singular, vt = np.linalg.svd(ref, full_matrices=full)
+        vt *= np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)])[:, None]
+        n_ref = ref.shape[0]
+        variance = np.zeros(len(vt))
+        variance[: len(singular)] = singular**2 / (n_ref - 1)
+        k = len(vt) if full else self._choose_n_components(variance, n_ref)
+        mean_variance = variance.sum() / self.n_features_in_
+        regularised = variance[:k] + self.whiten_reg_ * mean_variance
         positive = regularised > np.finfo(regularised.dtype).tiny
-        self.scale_ = np.where(
-            positive, 1 / np.sqrt(np.where(positive, regularised, 1)), 1.0
-        )
+        whiten = np.where(positive, 1 / np.sqrt(np.where(positive, regularised, 1)), 1)
+        self.scale_ = whiten if self.whiten else np.ones(k)
         self.components_ = vt[:k]
         self.explained_variance_ = variance[:k]
         self.covariance_ = np.diag(variance[:k] * self.scale_**2)
         self.n_components_ = k
         return self
+
+    def _regulariser(self, ref):
+        if not isinstance(self.whiten_reg, str):
+            return None, float(self.whiten_reg)
+        shrinkage = _shrinkage(ref, self.whiten_reg)
+        if shrinkage >= 1:
+            return shrinkage, np.inf
+        return shrinkage, shrinkage / (1 - shrinkage)
+
+    def _centre(self, X, groups, controls, method):
+        """``X`` minus its group's control mean, or minus ``mean_``."""
+        if self.center == "global":
+            return X - self.mean_
+        if groups is None:
+            self._warn_missing_metadata(
+                method, "every sample is centred on the mean of all fit controls"
+            )
+            return X - self.mean_
+        n = X.shape[0]
+        reference = np.ones(n, dtype=bool) if controls is None else controls
+        labels, inverse = self._check_groups(groups, controls, reference)
+        return X - _group_means(X, inverse, len(labels), reference)[inverse]
+
+    def _check_groups(self, groups, controls, reference):
+        labels, inverse = np.unique(groups, return_inverse=True)
+        short = _short_groups(labels, inverse, reference, self.min_controls)
+        if short:
+            raise ControlsError(
+                f"TVN centres and aligns each group on its controls, which needs "
+                f"at least {self.min_controls} {_reference_name(controls)} per "
+                f"group, but {len(short)} group(s) have fewer: "
+                f"{format_counts(short)}. Add controls, pass coarser groups (e.g. "
+                "batches), or use center='global', coral=False."
+            )
+        return labels, inverse
 
     def _choose_n_components(self, variance, n_ref):
         most = min(n_ref - 1, self.n_features_in_)
@@ -259,17 +374,18 @@ class TVN(
         return self.n_components_
 
     def transform(self, X, *, groups=None, controls=None):
-        """Whiten ``X``, then align each group with CORAL when groups are given.
+        """Centre, scale and whiten ``X``, then align each group with CORAL.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             Profiles.
         groups : array-like of shape (n_samples,), default=None
-            Plate or batch of each sample; None only whitens.
+            Plate (or batch) of each sample; None centres on ``mean_`` and
+            skips CORAL (with a warning unless both are turned off).
         controls : array-like of bool, shape (n_samples,), default=None
-            True for control samples; with ``groups``, each group's CORAL
-            statistics come from its controls (all its samples when None).
+            True for control samples; each group's statistics come from its
+            controls (all its samples when None).
 
         Returns
         -------
@@ -281,20 +397,19 @@ class TVN(
         n = X.shape[0]
         groups = check_groups(groups, n)
         controls = check_controls(controls, n)
-        Z = ((X - self.mean_) @ self.components_.T) * self.scale_
-        if groups is None:
+        centred = self._centre(X, groups, controls, "transform")
+        Z = ((centred / self.feature_scale_) @ self.components_.T) * self.scale_
+        if not self.coral:
             return Z
-        reference = np.ones(n, dtype=bool) if controls is None else controls
-        labels, inverse = np.unique(groups, return_inverse=True)
-        short = _short_groups(labels, inverse, reference, self.min_controls)
-        if short:
-            raise ControlsError(
-                f"TVN aligns each group with CORAL, which needs at least "
-                f"{self.min_controls} {_reference_name(controls)} per group, but "
-                f"{len(short)} group(s) have fewer: {format_counts(short)}. Add "
-                "controls, pass coarser groups (e.g. batches), or pass "
-                "groups=None to whiten only."
-            )
+        if groups is None:
+            if self.center == "global":  # the group-centring warning covers it
+                self._warn_missing_metadata("transform", "no group is aligned")
+            return Z
+        return self._coral(Z, groups, controls)
+
+    def _coral(self, Z, groups, controls):
+        reference = np.ones(len(Z), dtype=bool) if controls is None else controls
+        labels, inverse = self._check_groups(groups, controls, reference)
         eye = np.eye(self.n_components_)
         target_root = _sym_power(self.covariance_ + self.coral_reg * eye, 0.5)
         for i in range(len(labels)):

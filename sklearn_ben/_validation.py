@@ -71,7 +71,24 @@ def check_labels(values, name, n_samples, *, error=ValueError, what="label"):
                 f"{name} has {int(missing.sum())} missing entries (NaN or None); "
                 f"every sample needs a {what}."
             )
+    if array.dtype.kind == "O":
+        kinds = {_kind(v) for v in array}
+        if len(kinds) > 1:
+            raise error(
+                f"{name} mixes {' and '.join(sorted(kinds))} {what}s, which cannot "
+                f"be compared or sorted; pass {what}s of one type, e.g. "
+                f"{name}.astype(str)."
+            )
     return array
+
+
+def _kind(value) -> str:
+    """'number', 'string' or the type's name, for the mixed-types check."""
+    if isinstance(value, (str, np.str_, bytes)):
+        return "string"
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return "number"
+    return type(value).__name__
 
 
 def check_groups(groups, n_samples):

@@ -5,8 +5,15 @@ Each backbone is a small specification object with scikit-learn's
 through the estimator: ``BENClassifier(module=SmallCNN()).set_params(
 module__width=32)`` or ``GridSearchCV(..., {"module__width": [16, 32]})``.
 Its ``build(n_inputs)`` method returns a fresh ``torch.nn.Module``.
+
+Any torchvision classification model is a backbone by name
+(:func:`torchvision.models.list_models`): :class:`TorchvisionModel` builds it
+without weights, removes its classification layer and adapts its first
+convolution to the number of channels.
 """
 
+import functools
+import warnings
 from numbers import Integral, Real
 
 import torch
@@ -14,9 +21,17 @@ import torchvision
 from sklearn.base import BaseEstimator
 from torch import nn
 
-from sklearn_ben._sklearn_compat import Interval, Options
+from sklearn_ben._sklearn_compat import Interval, Options, StrOptions
 
-__all__ = ["MLP", "SmallCNN", "ResNet", "resolve_backbone", "BACKBONES"]
+__all__ = [
+    "MLP",
+    "SmallCNN",
+    "ResNet",
+    "TorchvisionModel",
+    "resolve_backbone",
+    "strip_classifier",
+    "BACKBONES",
+]
 
 
 class _Backbone(BaseEstimator):
@@ -181,13 +196,211 @@ class ResNet(_Backbone):
         return net
 
 
-#: Names accepted by the ``module`` parameter of the estimators.
+@functools.cache
+def _torchvision_names() -> tuple[str, ...]:
+    """Classification models of torchvision (not detection, video...)."""
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+
+
+# Models whose auxiliary classifiers change the training output.
+_BUILD_KWARGS = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+}
+
+
+class TorchvisionModel(_Backbone):
+    """Any torchvision classification model, as a backbone for any channels.
+
+    The model is built without weights; its last ``Linear`` layer (the
+    classifier) becomes ``nn.Identity``, so the output is the feature vector
+    before it; its first convolution is replaced by one taking ``n_inputs``
+    channels (same kernel, stride and padding, Kaiming-initialised).
+
+    Parameters
+    ----------
+    name : str, default="resnet18"
+        A name from ``torchvision.models.list_models(module=torchvision.models)``,
+        e.g. ``"efficientnet_b0"``, ``"mobilenet_v3_small"``, ``"regnet_x_400mf"``.
+        Under BEN (``norm="group"`` or ``"controls"``) the model needs
+        BatchNorm layers: ViT, Swin, ConvNeXt (LayerNorm) and VGG without
+        ``_bn``, AlexNet, SqueezeNet (no normalisation) are refused.
+
+    See Also
+    --------
+    strip_classifier : The head removal, for your own torchvision model.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_ben.backbones import TorchvisionModel
+    >>> net = TorchvisionModel(name="mobilenet_v3_small").build(5)
+    >>> net.eval()(torch.randn(2, 5, 32, 32)).shape
+    torch.Size([2, 1024])
+    """
+
+    _parameter_constraints = {"name": [StrOptions(set(_torchvision_names()))]}
+
+    def __init__(self, *, name="resnet18"):
+        self.name = name
+
+    def build(self, n_inputs: int) -> nn.Module:
+        self._validate()
+        net = torchvision.models.get_model(
+            self.name, weights=None, **_BUILD_KWARGS.get(self.name, {})
+        )
+        strip_classifier(net)
+        _adapt_first_conv(net, n_inputs)
+        return net
+
+
+def strip_classifier(model: nn.Module) -> nn.Module:
+    """Replace the last ``Linear`` layer of ``model`` by ``nn.Identity``.
+
+    For torchvision classification models this is the classifier (``fc``,
+    ``classifier[-1]``, ``head``...), so the model then returns its features.
+    Use it on your own (e.g. pretrained) model before passing it as
+    ``module=``: the estimators add their own head.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Changed in place.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        The same model.
+
+    Examples
+    --------
+    >>> import torchvision
+    >>> from sklearn_ben.backbones import strip_classifier
+    >>> net = strip_classifier(torchvision.models.resnet18(weights=None))
+    >>> net.fc
+    Identity()
+    """
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(
+            f"{type(model).__name__} has no Linear layer to remove; pass a "
+            "network that ends with its classifier, or use it as it is."
+        )
+    _replace(model, linears[-1], nn.Identity())
+    return model
+
+
+def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, new)
+
+
+def _adapt_first_conv(model: nn.Module, n_inputs: int) -> None:
+    path, old = next(
+        (n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)
+    )
+    if old.in_channels == n_inputs:
+        return
+    new = nn.Conv2d(
+        n_inputs,
+        old.out_channels,
+        kernel_size=old.kernel_size,
+        stride=old.stride,
+        padding=old.padding,
+        dilation=old.dilation,
+        bias=old.bias is not None,
+        padding_mode=old.padding_mode,
+    )
+    nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+    if new.bias is not None:
+        nn.init.zeros_(new.bias)
+    _replace(model, path, new)
+
+
+@functools.cache
+def _norm_layers(name: str) -> tuple[str, ...]:
+    """Class names of the normalisation layers of a torchvision model.
+
+    Built on the meta device where the model allows it (no memory, no
+    weights, milliseconds), else on the CPU.
+    """
+    kwargs = _BUILD_KWARGS.get(name, {})
+    try:
+        with torch.device("meta"):
+            net = torchvision.models.get_model(name, weights=None, **kwargs)
+    except (NotImplementedError, RuntimeError):  # an init that reads values
+        net = torchvision.models.get_model(name, weights=None, **kwargs)
+    return tuple(
+        sorted({type(m).__name__ for m in net.modules() if "Norm" in type(m).__name__})
+    )
+
+
+def check_backbone(module, *, needs_batchnorm: bool) -> None:
+    """Refuse, before any work, a torchvision model BEN cannot act on.
+
+    Parameters
+    ----------
+    module : str, backbone or torch.nn.Module
+        The ``module`` parameter.
+    needs_batchnorm : bool
+        Whether the ``norm`` in use acts through BatchNorm layers.
+    """
+    if isinstance(module, str) and module not in BACKBONES:
+        module = TorchvisionModel(name=module)
+    if not (needs_batchnorm and isinstance(module, TorchvisionModel)):
+        return
+    if module.name not in _torchvision_names():
+        return  # the spec's own validation names the problem at build
+    norms = _norm_layers(module.name)
+    if not any(n.startswith("BatchNorm") for n in norms):
+        found = ", ".join(norms) if norms else "no normalisation layers"
+        raise ValueError(
+            f"torchvision model {module.name!r} has no BatchNorm layers (it has "
+            f"{found}), so BEN's plate-wise batch statistics would change "
+            "nothing; choose a model with BatchNorm (e.g. resnet18, "
+            "efficientnet_b0, mobilenet_v3_small, regnet_x_400mf, densenet121) "
+            "or use norm='frozen'."
+        )
+
+
+#: Built-in names accepted by the ``module`` parameter of the estimators; any
+#: torchvision classification model name is accepted too.
 BACKBONES = {
     "mlp": MLP,
     "cnn": SmallCNN,
     "resnet18": lambda: ResNet(depth=18),
+    "resnet34": lambda: ResNet(depth=34),
     "resnet50": lambda: ResNet(depth=50),
+    "resnet101": lambda: ResNet(depth=101),
 }
+
+
+def backbone_names() -> list[str]:
+    """Every name the ``module`` parameter accepts.
+
+    Returns
+    -------
+    names : list of str
+        The built-in names and torchvision's classification models.
+    """
+    return sorted(set(BACKBONES) | set(_torchvision_names()))
+
+
+def backbone_spec(name: str) -> _Backbone:
+    """The backbone specification a name stands for.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`backbone_names`.
+
+    Returns
+    -------
+    spec : backbone specification
+    """
+    if name in BACKBONES:
+        return BACKBONES[name]()
+    return TorchvisionModel(name=name)
 
 
 def resolve_backbone(module, n_inputs: int, *, ndim: int) -> tuple[nn.Module, str]:
@@ -211,13 +424,14 @@ def resolve_backbone(module, n_inputs: int, *, ndim: int) -> tuple[nn.Module, st
     import copy
 
     if isinstance(module, str):
-        if module not in BACKBONES:
+        if module not in backbone_names():
             raise ValueError(
                 f"Unknown module {module!r}; expected one of {sorted(BACKBONES)}, "
-                "a backbone such as sklearn_ben.backbones.SmallCNN(), or a "
-                "torch.nn.Module that returns (N, D) features."
+                "a torchvision classification model name, a backbone such as "
+                "sklearn_ben.backbones.SmallCNN(), or a torch.nn.Module that "
+                "returns (N, D) features."
             )
-        module = BACKBONES[module]()
+        module = backbone_spec(module)
     if isinstance(module, _Backbone):
         wanted = 2 if module.input_kind == "features" else 4
         if ndim != wanted:
@@ -229,6 +443,7 @@ def resolve_backbone(module, n_inputs: int, *, ndim: int) -> tuple[nn.Module, st
             )
         return module.build(n_inputs), repr(module)
     if isinstance(module, nn.Module):
+        _warn_classifier(module)
         return copy.deepcopy(module), type(module).__name__
     raise TypeError(
         "module must be a backbone name, a backbone specification or a "
@@ -249,3 +464,22 @@ def feature_dim(network: nn.Module, sample: torch.Tensor) -> int:
             f"shape {tuple(out.shape)}; end it with a pooling/flatten layer."
         )
     return int(out.shape[1])
+
+
+def _warn_classifier(module: nn.Module) -> None:
+    """Warn when a user's network still ends with a classification layer."""
+    leaves = [(n, m) for n, m in module.named_modules() if not list(m.children())]
+    if not leaves or not isinstance(leaves[-1][1], nn.Linear):
+        return
+    name, layer = leaves[-1]
+    warnings.warn(
+        f"module ends with a Linear layer ({name or type(module).__name__}: "
+        f"{layer.in_features} -> {layer.out_features}), which looks like a "
+        "classifier; the estimator trains its own head on top of these outputs. "
+        "Remove it with sklearn_ben.backbones.strip_classifier(model) (or "
+        "model.fc = torch.nn.Identity()), or pass a torchvision name such as "
+        "module='resnet18'. If the layer is meant as the feature layer, ignore "
+        "this warning.",
+        UserWarning,
+        stacklevel=4,
+    )

@@ -2,8 +2,9 @@
 
 ``find_nuclei`` locates nuclei, ``crop_cells`` cuts one fixed-size crop per
 cell (the units BEN's embedders are trained on, with the source image as a
-bag), and ``aggregate_profiles`` / ``treatment_profiles`` turn per-cell
-embeddings into per-image, per-well or per-treatment profiles.
+bag). :func:`sklearn_ben.profiles.aggregate_profiles` and
+:func:`~sklearn_ben.profiles.treatment_profiles` (also importable from here)
+turn per-cell embeddings into per-image, per-well or per-treatment profiles.
 
 Cell centres travel as a DataFrame with columns ``image`` (index of the image
 in the stack), ``y`` and ``x`` (row and column, in pixels); extra columns
@@ -16,9 +17,14 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-__all__ = ["crop_cells", "find_nuclei", "aggregate_profiles", "treatment_profiles"]
+# Aggregation lives in sklearn_ben.profiles; re-exported for cells -> profiles.
+from sklearn_ben.profiles import (  # noqa: F401
+    _check_columns,
+    aggregate_profiles,
+    treatment_profiles,
+)
 
-_HOW = ("mean", "median")
+__all__ = ["crop_cells", "find_nuclei"]
 
 
 def crop_cells(
@@ -204,143 +210,6 @@ def find_nuclei(
     )
 
 
-def aggregate_profiles(embeddings, metadata, *, by, how="mean", keep=None):
-    """Aggregate per-cell (or per-image) embeddings into profiles.
-
-    Parameters
-    ----------
-    embeddings : array-like of shape (n_rows, n_features) or DataFrame
-        One row per cell (or image). Columns of an array are named ``f0``,
-        ``f1``, ...; a DataFrame keeps its column names.
-    metadata : DataFrame of shape (n_rows, n_columns)
-        Row-aligned metadata (plate, well, treatment, ...), by position.
-    by : str or list of str
-        Metadata column(s) that define a profile, e.g. ``["plate", "well"]``.
-    how : {"mean", "median"}, default="mean"
-        How features are aggregated within a profile.
-    keep : list of str or None, default=None
-        Other metadata columns to carry over; each must be constant within
-        every profile. ``None`` carries over every column that is (the
-        plate, batch and treatment of a well, say, but not its cells' ids).
-
-    Returns
-    -------
-    profiles : DataFrame
-        One row per distinct value of ``by`` (sorted), with the ``by`` and
-        kept columns first, then the aggregated features.
-
-    See Also
-    --------
-    treatment_profiles : Mean per image or well, then median per treatment.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import pandas as pd
-    >>> from sklearn_ben.cells import aggregate_profiles
-    >>> meta = pd.DataFrame({"well": ["A1", "A1", "B1"], "plate": ["P1"] * 3,
-    ...                      "cell": [0, 1, 0]})
-    >>> aggregate_profiles(np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
-    ...                    meta, by="well")
-      well plate   f0   f1
-    0   A1    P1  2.0  3.0
-    1   B1    P1  5.0  6.0
-    """
-    features, metadata = _check_profile_inputs(embeddings, metadata)
-    by = [by] if isinstance(by, str) else list(by)
-    if how not in _HOW:
-        raise ValueError(f"how should be one of {_HOW}, but got how={how!r}.")
-    _check_columns(metadata, by, "by")
-    missing = metadata[by].isna().sum()
-    if missing.any():
-        bad = ", ".join(f"{c!r} ({n})" for c, n in missing.items() if n)
-        raise ValueError(
-            f"The by columns have missing values: {bad}; fill or drop those "
-            "rows first, so that no rows are silently left out."
-        )
-    groups = metadata.groupby(by, sort=True, dropna=False)
-    others = [c for c in metadata.columns if c not in by]
-    varying = groups[others].nunique(dropna=False).gt(1).any() if others else None
-    if keep is None:
-        keep = [c for c in others if not varying[c]]
-    else:
-        keep = [keep] if isinstance(keep, str) else list(keep)
-        _check_columns(metadata, keep, "keep")
-        bad = [c for c in keep if c in others and varying[c]]
-        if bad:
-            raise ValueError(
-                f"keep columns {bad} vary within some {by} profiles; carry "
-                "only columns that are constant per profile, or add them to by."
-            )
-    table = pd.concat([metadata[by + keep], features], axis=1)
-    profiles = table.groupby(by, sort=True, dropna=False).agg(
-        {**{c: "first" for c in keep}, **{c: how for c in features.columns}}
-    )
-    return profiles.reset_index()
-
-
-def treatment_profiles(
-    embeddings, metadata, *, unit, treatment, unit_how="mean", treatment_how="median"
-):
-    """Two-step profiles: mean per image or well, then median per treatment.
-
-    The usual aggregation of cell profiling (e.g. the BBBC021 MoA benchmark):
-    cells are averaged within each ``unit`` (an image or a well), then units
-    are combined by median within each ``treatment``, so that wells with many
-    cells do not dominate.
-
-    Parameters
-    ----------
-    embeddings : array-like of shape (n_rows, n_features) or DataFrame
-        One row per cell.
-    metadata : DataFrame of shape (n_rows, n_columns)
-        Row-aligned metadata.
-    unit : str or list of str
-        Column(s) of the first step, e.g. ``["plate", "well"]``.
-    treatment : str or list of str
-        Column(s) of the second step, e.g. ``["compound", "concentration"]``.
-    unit_how, treatment_how : {"mean", "median"}, default="mean", "median"
-        Aggregation of each step.
-
-    Returns
-    -------
-    profiles : DataFrame
-        One row per treatment: the treatment columns, every metadata column
-        constant per treatment (e.g. the MoA), then the features.
-
-    See Also
-    --------
-    aggregate_profiles : One step of aggregation.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import pandas as pd
-    >>> from sklearn_ben.cells import treatment_profiles
-    >>> meta = pd.DataFrame({"well": ["A1", "A1", "A2", "A3"],
-    ...                      "compound": ["taxol"] * 4, "moa": ["MT"] * 4})
-    >>> treatment_profiles(np.array([[0.0], [2.0], [5.0], [9.0]]), meta,
-    ...                    unit="well", treatment="compound")
-      compound moa   f0
-    0    taxol  MT  5.0
-    """
-    unit = [unit] if isinstance(unit, str) else list(unit)
-    treatment = [treatment] if isinstance(treatment, str) else list(treatment)
-    features, metadata = _check_profile_inputs(embeddings, metadata)
-    _check_columns(metadata, treatment, "treatment")
-    units = aggregate_profiles(features, metadata, by=unit, how=unit_how)
-    unit_meta = units.drop(columns=features.columns)
-    missing = [c for c in treatment if c not in unit_meta.columns]
-    if missing:
-        raise ValueError(
-            f"treatment columns {missing} vary within some {unit} units; each "
-            "unit (image or well) must hold a single treatment."
-        )
-    return aggregate_profiles(
-        units[features.columns], unit_meta, by=treatment, how=treatment_how
-    )
-
-
 def _check_stack(images, channels_last):
     images = np.asarray(images)
     if images.ndim != 4:
@@ -384,7 +253,16 @@ def _centers_table(centers, image_index, n_images):
             }
         )
     for column in ("y", "x"):
-        table[column] = np.rint(table[column].to_numpy(dtype=float)).astype(np.int64)
+        values = table[column].to_numpy(dtype=float)
+        bad = ~np.isfinite(values) | (np.abs(values) > 2**52)
+        if bad.any():
+            raise ValueError(
+                f"{int(bad.sum())} centre(s) have a {column} coordinate that is "
+                f"NaN, infinite or absurdly large, e.g. {float(values[bad][0])!r} (row "
+                f"{int(np.flatnonzero(bad)[0])}); drop or fix these centres "
+                "before cropping."
+            )
+        table[column] = np.rint(values).astype(np.int64)
     image = table["image"].to_numpy()
     if image.dtype.kind not in "iu" and len(image):
         raise ValueError(
@@ -398,40 +276,3 @@ def _centers_table(centers, image_index, n_images):
             f"e.g. image {int(image[outside][0])}; image is an index into images."
         )
     return table
-
-
-def _check_columns(frame, columns, name):
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{name} names columns {missing} that are not in the table, whose "
-            f"columns are {list(frame.columns)}."
-        )
-
-
-def _check_profile_inputs(embeddings, metadata):
-    if not isinstance(metadata, pd.DataFrame):
-        raise ValueError(
-            f"metadata must be a pandas DataFrame, but got {type(metadata).__name__}."
-        )
-    if isinstance(embeddings, pd.DataFrame):
-        features = embeddings.reset_index(drop=True)
-    else:
-        array = np.asarray(embeddings)
-        if array.ndim != 2:
-            raise ValueError(
-                "embeddings must be 2-d (n_rows, n_features), but got shape "
-                f"{array.shape}."
-            )
-        features = pd.DataFrame(array, columns=[f"f{i}" for i in range(array.shape[1])])
-    if len(features) != len(metadata):
-        raise ValueError(
-            f"embeddings has {len(features)} rows but metadata has "
-            f"{len(metadata)}; pass one metadata row per embedding."
-        )
-    clash = [c for c in features.columns if c in metadata.columns]
-    if clash:
-        raise ValueError(
-            f"feature columns {clash} are also metadata columns; rename one of them."
-        )
-    return features, metadata.reset_index(drop=True)

@@ -10,6 +10,9 @@ __all__ = [
     "ControlsError",
     "MissingMetadataError",
     "MissingMetadataWarning",
+    "TrainingDivergedError",
+    "PersistError",
+    "DegenerateStatisticsWarning",
 ]
 
 
@@ -23,6 +26,18 @@ class GroupError(BENError, ValueError):
 
 class ControlsError(BENError, ValueError):
     """``controls`` (the control mask) cannot be used as given."""
+
+
+class PersistError(BENError, ValueError):
+    """A model cannot be saved, or a file cannot be loaded, as asked."""
+
+
+class TrainingDivergedError(BENError, FloatingPointError):
+    """The training loss (or the weights) stopped being finite numbers."""
+
+
+class DegenerateStatisticsWarning(UserWarning):
+    """A plate's batch-norm statistics are unreliable (too few or identical rows)."""
 
 
 class MissingMetadataWarning(UserWarning):

@@ -4,30 +4,44 @@
   of treatment profiles by cosine similarity, with the neighbour not of the
   same compound (NSC) or neither of the same compound nor batch (NSCB), as in
   the BBBC021 studies (Ljosa et al. 2013; Ando et al. 2017).
-- :func:`aggregate_treatments`: well or cell profiles to one profile per
-  treatment (median).
+- :func:`aggregate_treatments`: deprecated, use
+  :func:`sklearn_ben.profiles.aggregate_profiles`.
+- :func:`average_precision` and :func:`mean_average_precision`: retrieval
+  of same-label profiles (the metric of Cell Painting / JUMP evaluations, as
+  the copairs library computes it); :func:`label_average_precision`: mAP per
+  label with a permutation p-value.
 - :func:`batch_mixing_score`: share of samples whose nearest neighbour is from
   the same batch, beside its chance level (Lin & Lu).
 - :func:`top_k_accuracy_score`: scikit-learn's, re-exported.
 """
 
+import warnings
+from numbers import Integral
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import pairwise_distances_chunked, top_k_accuracy_score
+from sklearn.metrics import (
+    pairwise_distances,
+    pairwise_distances_chunked,
+    top_k_accuracy_score,
+)
 from sklearn.preprocessing import normalize
-from sklearn.utils import check_array
+from sklearn.utils import check_array, check_random_state
 
 from sklearn_ben._scorer import BENScorer, make_ben_scorer
-from sklearn_ben._sklearn_compat import StrOptions, validate_params
+from sklearn_ben._sklearn_compat import Interval, StrOptions, validate_params
 from sklearn_ben._validation import check_labels
+from sklearn_ben.profiles import aggregate_profiles
 
 __all__ = [
     "BENScorer",
     "BatchMixing",
     "MoAAccuracy",
     "aggregate_treatments",
+    "average_precision",
+    "label_average_precision",
+    "mean_average_precision",
     "batch_mixing_score",
     "make_ben_scorer",
     "moa_accuracy",
@@ -62,16 +76,13 @@ def _feature_frame(X):
     return pd.DataFrame(X, columns=list(names))
 
 
-@validate_params(
-    {
-        "X": ["array-like"],
-        "by": ["array-like"],
-        "func": [StrOptions({"median", "mean"})],
-    },
-    prefer_skip_nested_validation=True,
-)
 def aggregate_treatments(X, by, *, func="median"):
-    """Aggregate sample profiles to one profile per treatment.
+    """Aggregate sample profiles to one profile per treatment (deprecated).
+
+    .. deprecated:: 0.1
+        Use :func:`sklearn_ben.profiles.aggregate_profiles`, the one
+        implementation, which also carries metadata columns; this alias will
+        be removed in 0.3.
 
     Parameters
     ----------
@@ -81,35 +92,30 @@ def aggregate_treatments(X, by, *, func="median"):
         Treatment of each sample, or a DataFrame of columns that together
         name it (e.g. compound and concentration).
     func : {"median", "mean"}, default="median"
-        How to aggregate each feature; the median is the BBBC021 standard.
+        How to aggregate each feature.
 
     Returns
     -------
     profiles : DataFrame of shape (n_treatments, n_features)
-        One row per treatment, sorted by treatment; the index holds the
-        treatment (a MultiIndex when ``by`` is a DataFrame); the columns are
-        the columns of ``X`` when it is a DataFrame, else ``x0, x1, ...``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_ben.metrics import aggregate_treatments
-    >>> X = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 10.0], [7.0, 7.0]])
-    >>> aggregate_treatments(X, ["a", "a", "a", "b"])
-                x0   x1
-    treatment
-    a          3.0  2.0
-    b          7.0  7.0
+        One row per treatment, sorted, indexed by the treatment (a MultiIndex
+        when ``by`` is a DataFrame); columns as ``X``'s, else ``x0, x1, ...``.
     """
+    warnings.warn(
+        "aggregate_treatments is deprecated and will be removed in 0.3; use "
+        "sklearn_ben.profiles.aggregate_profiles(X, metadata, by=columns, "
+        "how=func), which also carries the metadata columns.",
+        FutureWarning,
+        stacklevel=2,
+    )
     frame = _feature_frame(X)
     n = frame.shape[0]
     if isinstance(by, pd.DataFrame):
-        keys = [_labels(by[c], f"by[{c!r}]", n) for c in by.columns]
         names = list(by.columns)
+        meta = pd.DataFrame({c: _labels(by[c], f"by[{c!r}]", n) for c in names})
     else:
-        keys, names = [_labels(by, "by", n)], ["treatment"]
-    series = [pd.Series(k, name=name) for k, name in zip(keys, names)]
-    return frame.groupby(series, sort=True).agg(func)
+        names = ["treatment"]
+        meta = pd.DataFrame({"treatment": _labels(by, "by", n)})
+    return aggregate_profiles(frame, meta, by=names, how=func, keep=[]).set_index(names)
 
 
 def _per_treatment(values, name, treatment):
@@ -173,8 +179,8 @@ def moa_accuracy(
     treatment : array-like of shape (n_samples,), default=None
         Treatment of each sample (e.g. ``compound + "@" + concentration``).
         When given, ``X`` is first aggregated to one profile per treatment
-        with :func:`aggregate_treatments`; ``moa``, ``compound`` and ``batch``
-        must then be constant within each treatment.
+        with :func:`sklearn_ben.profiles.aggregate_profiles`; ``moa``,
+        ``compound`` and ``batch`` must then be constant within each treatment.
     aggregate : {"median", "mean"}, default="median"
         Aggregation used with ``treatment``.
 
@@ -211,6 +217,12 @@ def moa_accuracy(
     ...
     ValueError: No treatment has a candidate neighbour of its own MoA ...
     """
+    correct = _moa_hits(X, moa, compound, batch, exclude, treatment, aggregate)
+    return MoAAccuracy(float(correct.mean()), len(correct))
+
+
+def _moa_hits(X, moa, compound, batch, exclude, treatment, aggregate):
+    """Whether each counted treatment's neighbour has its MoA (for bootstraps)."""
     X = check_array(X, dtype=np.float64)
     n = X.shape[0]
     if exclude == "compound_batch" and batch is None:
@@ -224,7 +236,9 @@ def moa_accuracy(
     meta = {name: _labels(v, name, n) for name, v in meta.items()}
     if treatment is not None:
         treatment = _labels(treatment, "treatment", n)
-        X = aggregate_treatments(X, treatment, func=aggregate).to_numpy()
+        meta_frame = pd.DataFrame({"treatment": treatment})
+        X = aggregate_profiles(X, meta_frame, by="treatment", how=aggregate)
+        X = X.drop(columns="treatment").to_numpy()
         meta = {k: _per_treatment(v, k, treatment) for k, v in meta.items()}
     candidate = meta["compound"][:, None] != meta["compound"][None, :]
     if exclude == "compound_batch":
@@ -242,7 +256,7 @@ def moa_accuracy(
     similarity = np.where(candidate, unit @ unit.T, -np.inf)
     neighbour = similarity.argmax(axis=1)
     correct = meta["moa"][neighbour] == meta["moa"]
-    return MoAAccuracy(float(correct[counted].mean()), int(counted.sum()))
+    return correct[counted]
 
 
 @validate_params(
@@ -300,3 +314,206 @@ def batch_mixing_score(X, batch):
     _, sizes = np.unique(batch, return_counts=True)
     chance = float((sizes * (sizes - 1)).sum() / (n * (n - 1)))
     return BatchMixing(float(np.mean(batch[neighbour] == batch)), chance)
+
+
+def _query_pairs(labels, exclude, i):
+    """Positives and candidates of query ``i``, as copairs defines them."""
+    same = labels == labels[i]
+    positive = same & (exclude != exclude[i])
+    positive[i] = False
+    candidate = positive | ~same
+    return positive, candidate
+
+
+def _ap(distances, positive):
+    """Average precision of ``positive`` ranked by ascending ``distances``."""
+    hits = positive[np.argsort(distances, kind="stable")]
+    ranks = np.flatnonzero(hits) + 1
+    return float(np.mean(np.arange(1, len(ranks) + 1) / ranks))
+
+
+def _ap_inputs(X, labels, exclude):
+    X = check_array(X, dtype=np.float64, ensure_min_samples=2)
+    n = X.shape[0]
+    labels = _labels(labels, "labels", n)
+    exclude = np.arange(n) if exclude is None else _labels(exclude, "exclude", n)
+    return X, labels, exclude
+
+
+_AP_PARAMS = {
+    "X": ["array-like"],
+    "labels": ["array-like"],
+    "exclude": ["array-like", None],
+    "metric": [StrOptions({"cosine", "euclidean"})],
+}
+
+
+@validate_params(_AP_PARAMS, prefer_skip_nested_validation=True)
+def average_precision(X, labels, *, exclude=None, metric="cosine"):
+    """Average precision of retrieving same-label profiles, per query.
+
+    Each profile in turn is a query; the others are ranked by distance.
+    Positives are the profiles with the query's label and a different
+    ``exclude`` value (e.g. another compound of the same MoA); negatives are
+    the profiles of another label. Profiles of the query's label and
+    ``exclude`` value are left out. The average precision is the mean, over
+    positives, of the precision at each positive's rank. This is copairs'
+    ``average_precision`` with ``pos_sameby=[label]``,
+    ``pos_diffby=[exclude]``, ``neg_sameby=[]``, ``neg_diffby=[label]``.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Profiles (one per well or per treatment).
+    labels : array-like of shape (n_samples,)
+        What should be retrieved together (e.g. the MoA).
+    exclude : array-like of shape (n_samples,), default=None
+        Pairs sharing a value are not positives (e.g. the compound); None
+        excludes nothing but the query itself.
+    metric : {"cosine", "euclidean"}, default="cosine"
+        Distance used for ranking.
+
+    Returns
+    -------
+    ap : ndarray of shape (n_samples,)
+        Average precision of each query; NaN for a query without positives.
+
+    Notes
+    -----
+    Computes the full ``n_samples x n_samples`` distance matrix. Ties in
+    distance go to the profile of lower index.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ben.metrics import average_precision
+    >>> X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.6, 0.4]])
+    >>> average_precision(X, ["a", "a", "b", "b"])
+    array([1.        , 1.        , 1.        , 0.33333333])
+
+    The last query, ``[0.6, 0.4]``, finds both ``a`` profiles before its
+    ``b`` positive: precision 1/3 at rank 3.
+    """
+    X, labels, exclude = _ap_inputs(X, labels, exclude)
+    distances = pairwise_distances(X, metric=metric)
+    ap = np.full(X.shape[0], np.nan)
+    for i in range(X.shape[0]):
+        positive, candidate = _query_pairs(labels, exclude, i)
+        if positive.any():
+            ap[i] = _ap(distances[i, candidate], positive[candidate])
+    return ap
+
+
+@validate_params(_AP_PARAMS, prefer_skip_nested_validation=True)
+def mean_average_precision(X, labels, *, exclude=None, metric="cosine"):
+    """Mean over queries of :func:`average_precision` (queries with positives).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Profiles.
+    labels : array-like of shape (n_samples,)
+        What should be retrieved together (e.g. the MoA).
+    exclude : array-like of shape (n_samples,), default=None
+        Pairs sharing a value are not positives (e.g. the compound).
+    metric : {"cosine", "euclidean"}, default="cosine"
+        Distance used for ranking.
+
+    Returns
+    -------
+    score : float
+        Mean average precision.
+
+    See Also
+    --------
+    label_average_precision : mAP per label, with a permutation p-value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ben.metrics import mean_average_precision
+    >>> X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.6, 0.4]])
+    >>> mean_average_precision(X, ["a", "a", "b", "b"])
+    0.833...
+    """
+    ap = average_precision(X, labels, exclude=exclude, metric=metric)
+    if np.isnan(ap).all():
+        raise ValueError(
+            "No query has a positive (a profile of its label with another "
+            "exclude value), so the mean average precision is undefined; every "
+            "label needs profiles of at least two exclude values."
+        )
+    return float(np.nanmean(ap))
+
+
+@validate_params(
+    {
+        **_AP_PARAMS,
+        "null_size": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def label_average_precision(
+    X, labels, *, exclude=None, metric="cosine", null_size=1000, random_state=None
+):
+    """Mean average precision per label, with a permutation p-value.
+
+    For each label, the mAP of its queries is compared with ``null_size``
+    draws of the same queries ranked at random (each query keeps its numbers
+    of positives and candidates), as copairs' ``mean_average_precision``
+    does; the p-value is ``(1 + #{null >= observed}) / (1 + null_size)``.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Profiles.
+    labels : array-like of shape (n_samples,)
+        What should be retrieved together (e.g. the MoA).
+    exclude : array-like of shape (n_samples,), default=None
+        Pairs sharing a value are not positives (e.g. the compound).
+    metric : {"cosine", "euclidean"}, default="cosine"
+        Distance used for ranking.
+    null_size : int, default=1000
+        Random rankings per label.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the random rankings.
+
+    Returns
+    -------
+    table : DataFrame
+        One row per label with a query that has positives: columns
+        ``label``, ``mean_average_precision``, ``p_value``, ``n_queries``.
+        No correction for multiple labels is applied.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ben.metrics import label_average_precision
+    >>> X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.6, 0.4]])
+    >>> label_average_precision(X, ["a", "a", "b", "b"], random_state=0)
+      label  mean_average_precision   p_value  n_queries
+    0     a                1.000000  0.120879          2
+    1     b                0.666667  0.548452          2
+    """
+    X, labels, exclude = _ap_inputs(X, labels, exclude)
+    ap = average_precision(X, labels, exclude=exclude, metric=metric)
+    rng = check_random_state(random_state)
+    rows = []
+    for label in np.unique(labels):
+        queries = np.flatnonzero((labels == label) & ~np.isnan(ap))
+        if not len(queries):
+            continue
+        null = np.zeros(null_size)
+        for i in queries:
+            positive, candidate = _query_pairs(labels, exclude, i)
+            hits = positive[candidate]
+            for draw in range(null_size):
+                null[draw] += _ap(rng.random(len(hits)), hits)
+        null /= len(queries)
+        observed = float(ap[queries].mean())
+        p_value = (1 + np.sum(null >= observed - 1e-12)) / (1 + null_size)
+        rows.append((label, observed, float(p_value), len(queries)))
+    return pd.DataFrame(
+        rows, columns=["label", "mean_average_precision", "p_value", "n_queries"]
+    )

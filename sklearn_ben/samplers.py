@@ -1,10 +1,14 @@
-"""Batch samplers that keep every minibatch inside one group (plate)."""
+"""Batch samplers that keep every minibatch inside one group (plate).
+
+Part of the engine: imports numpy (and pandas through the metadata checks),
+never scikit-learn or skorch, so it serves a plain PyTorch loop as well.
+"""
 
 from collections.abc import Iterator
 from numbers import Integral
 
 import numpy as np
-from sklearn.utils import check_random_state
+import torch
 
 from sklearn_ben._validation import (
     check_controls,
@@ -13,7 +17,7 @@ from sklearn_ben._validation import (
     check_groups,
 )
 
-__all__ = ["GroupBatchSampler"]
+__all__ = ["GroupBatchSampler", "KeyedBatchSampler", "batch_generators"]
 
 
 class GroupBatchSampler:
@@ -118,7 +122,7 @@ class GroupBatchSampler:
         self.batch_size = int(batch_size)
         self.min_controls = int(min_controls)
         self.shuffle = shuffle
-        self._rng = check_random_state(random_state)
+        self._rng = _check_random_state(random_state)
         self._members = [np.flatnonzero(groups == g) for g in self.groups_]
         self._controls = controls
         self._n_batches = [
@@ -161,3 +165,91 @@ class GroupBatchSampler:
             batch = np.concatenate([c, r])
             batches.append(rng.permutation(batch) if self.shuffle else batch)
         return batches
+
+
+def _check_random_state(seed) -> np.random.RandomState:
+    """A ``RandomState`` from None, an int or a ``RandomState`` (numpy's rules)."""
+    if seed is None:
+        return np.random.mtrand._rand
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    if isinstance(seed, Integral) and not isinstance(seed, bool):
+        return np.random.RandomState(int(seed))
+    raise ValueError(
+        f"random_state should be None, an int or a numpy RandomState, but got {seed!r}."
+    )
+
+
+class KeyedBatchSampler:
+    """Give every batch of a batch sampler its key ``(seed, epoch, batch)``.
+
+    Randomness inside a batch (augmentations, views, crop draws) must not come
+    from a generator held by the dataset: DataLoader workers each get a copy of
+    it and replay one stream. Instead, the dataset receives
+    ``(key, indices)`` and derives its generators from the key with
+    :func:`batch_generators`, so that one seed gives the same batches for any
+    ``num_workers`` and different draws for every epoch and batch. The epoch
+    counter advances each time the sampler is iterated (once per epoch, in the
+    main process), or is set with :meth:`set_epoch`.
+
+    Parameters
+    ----------
+    sampler : iterable of index lists
+        A batch sampler such as :class:`GroupBatchSampler`.
+    seed : int
+        The run's seed.
+
+    Examples
+    --------
+    >>> from sklearn_ben.samplers import GroupBatchSampler, KeyedBatchSampler
+    >>> keyed = KeyedBatchSampler(GroupBatchSampler([0, 0, 1, 1], 2,
+    ...                                             random_state=0), seed=7)
+    >>> [key for key, _ in keyed]
+    [(7, 0, 0), (7, 0, 1)]
+    >>> [key for key, _ in keyed]
+    [(7, 1, 0), (7, 1, 1)]
+    """
+
+    def __init__(self, sampler, seed: int) -> None:
+        if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(
+                f"seed should be a non-negative integer, but got seed={seed!r}."
+            )
+        self.sampler = sampler
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration epoch number ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[tuple[int, int, int], list[int]]]:
+        epoch = self.epoch
+        self.epoch += 1
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+        for i, batch in enumerate(self.sampler):
+            yield (self.seed, epoch, i), batch
+
+
+def batch_generators(key) -> tuple[np.random.Generator, torch.Generator]:
+    """Independent numpy and torch generators derived from a batch key.
+
+    Parameters
+    ----------
+    key : tuple of int
+        ``(seed, epoch, batch)`` as given by :class:`KeyedBatchSampler`.
+
+    Returns
+    -------
+    rng : numpy.random.Generator
+    generator : torch.Generator
+        A CPU generator.
+    """
+    sequence = np.random.SeedSequence([int(k) for k in key])
+    numpy_seq, torch_seq = sequence.spawn(2)
+    torch_seed = int(torch_seq.generate_state(1, dtype=np.uint64)[0])
+    return np.random.default_rng(numpy_seq), torch.Generator().manual_seed(torch_seed)

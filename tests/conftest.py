@@ -49,3 +49,7 @@ def fitted_controls(plates, split):
         groups=plates.groups[train],
         controls=plates.controls[train],
     )
+
+
+# A script run by tests/test_distributed.py under torchrun, not a test module.
+collect_ignore = ["_distributed_run.py"]

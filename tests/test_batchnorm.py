@@ -9,8 +9,9 @@ from sklearn_ben.batchnorm import (
     GroupBatchNorm1d,
     GroupBatchNorm2d,
     GroupBatchNorm3d,
-    bn_mode,
+    bn_statistics,
     convert_batchnorm,
+    gather_statistics,
     group_forward,
     group_layers,
 )
@@ -138,24 +139,27 @@ def test_group_forward_never_touches_running_stats(size, use_controls):
         group_forward(net, _chunks(x, mask, size), use_controls=use_controls)
     for key, value in net.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
-    assert all(layer.ben_mode == "default" for layer in group_layers(net))
+    assert not any(
+        vars(layer).keys() - vars(nn.BatchNorm2d(1)).keys()
+        for layer in group_layers(net)
+    )
 
 
-def test_bn_mode_controls_normalises_with_control_statistics():
+def test_bn_statistics_controls_normalises_with_control_statistics():
     layer = convert_batchnorm(nn.BatchNorm1d(1, affine=False, eps=0.0)).eval()
     x = torch.tensor([[1.0], [3.0], [100.0], [-50.0]])
     mask = torch.tensor([True, True, False, False])
-    with bn_mode(layer, "controls", mask=mask):
+    with bn_statistics("controls", mask=mask):
         out = layer(x)
     # controls: mean 2, biased std 1
     torch.testing.assert_close(out[:, 0], torch.tensor([-1.0, 1.0, 98.0, -52.0]))
 
 
-def test_bn_mode_controls_training_has_gradients_and_updates_running_stats():
+def test_bn_statistics_controls_training_has_gradients_and_updates_running_stats():
     layer = convert_batchnorm(nn.BatchNorm1d(3)).train()
     x = torch.randn(8, 3, requires_grad=True)
     mask = torch.tensor([True] * 4 + [False] * 4)
-    with bn_mode(layer, "controls", mask=mask):
+    with bn_statistics("controls", mask=mask):
         out = layer(x)
     out.square().sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
@@ -163,16 +167,18 @@ def test_bn_mode_controls_training_has_gradients_and_updates_running_stats():
     torch.testing.assert_close(layer.running_mean, expected)
 
 
-def test_bn_mode_rejects_unknown_mode():
-    with pytest.raises(ValueError, match="Unknown batch-norm mode 'plate'"):
-        with bn_mode(nn.Sequential(), "plate"):
+def test_bn_statistics_rejects_unknown_source():
+    with pytest.raises(
+        ValueError, match="Unknown batch-norm statistics source 'plate'"
+    ):
+        with bn_statistics("plate"):
             pass
 
 
-def test_bn_mode_controls_needs_a_mask():
+def test_bn_statistics_controls_needs_a_mask():
     layer = convert_batchnorm(nn.BatchNorm1d(2))
-    with pytest.raises(RuntimeError, match="needs a control mask"):
-        with bn_mode(layer, "controls"):
+    with pytest.raises(RuntimeError, match="need a control mask"):
+        with bn_statistics("controls"):
             layer(torch.randn(4, 2))
 
 
@@ -184,12 +190,136 @@ def test_group_forward_without_any_control_rows_raises():
         group_forward(net, _chunks(x, mask, 3), use_controls=True)
 
 
-def test_bn_mode_controls_sums_bfloat16_activations_in_float32():
+def test_bn_statistics_controls_sums_bfloat16_activations_in_float32():
     layer = convert_batchnorm(nn.BatchNorm1d(3)).eval()
     x = (torch.randn(64, 3) * 3 + 100).to(torch.bfloat16)
     mask = torch.arange(64) % 2 == 0
-    with bn_mode(layer, "controls", mask=mask):
+    with bn_statistics("controls", mask=mask):
         out = layer(x)
         expected = layer(x.float())
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.02)
+
+
+class _PlainSubclassBN(nn.BatchNorm2d):
+    """A user's subclass that keeps torch's forward (e.g. adds an attribute)."""
+
+    tag = "mine"
+
+
+def test_convert_batchnorm_converts_subclasses_and_syncbatchnorm():
+    from sklearn_ben.batchnorm import GroupBatchNorm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), _PlainSubclassBN(4), nn.Conv2d(4, 4, 1), nn.SyncBatchNorm(4)
+    ).eval()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1)
+        net[3].running_var.uniform_(0.5, 2)
+    x = torch.randn(5, 3, 8, 8)
+    before = net(x)
+    converted = convert_batchnorm(copy.deepcopy(net))
+    assert isinstance(converted[1], GroupBatchNorm2d)
+    assert isinstance(converted[3], GroupBatchNorm)
+    torch.testing.assert_close(converted(x), before)
+    # each converted layer now follows the call's statistics source
+    with bn_statistics("batch"):
+        out = converted(x)
+    assert not torch.allclose(out, before)
+
+
+def test_convert_batchnorm_materialised_lazy_layers_convert():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d())
+    net(torch.randn(2, 3, 8, 8))  # a forward pass materialises it
+    converted = convert_batchnorm(net)
+    assert isinstance(converted[1], GroupBatchNorm2d)
+
+
+class _Residual(nn.Module):
+    """A graph that is no chain of blocks: two branches, BN in each."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        self.b = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU())
+        self.out = nn.Sequential(nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1))
+
+    def forward(self, x):
+        return self.out(self.a(x) + self.b(x)).flatten(1)
+
+
+def _network(kind):
+    torch.manual_seed(0)
+    if kind == "resnet":
+        return _resnet()
+    if kind == "headnet":
+        from sklearn_ben._nets import HeadNet
+        from sklearn_ben.backbones import SmallCNN
+
+        backbone = SmallCNN(width=4, n_blocks=3).build(3)
+        head = nn.Sequential(nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+        return convert_batchnorm(HeadNet(backbone, head)).eval()
+    return convert_batchnorm(_Residual()).eval()
+
+
+def _counting(x, mask, size, reads):
+    def chunks():
+        for i in range(0, len(x), size):
+            reads.append(min(size, len(x) - i))
+            yield x[i : i + size], None if mask is None else mask[i : i + size]
+
+    return chunks
+
+
+@pytest.mark.parametrize("kind", ["resnet", "headnet", "graph"])
+@pytest.mark.parametrize("use_controls", [False, True])
+@pytest.mark.parametrize("cache_bytes", [None, 400_000, 10])
+def test_group_forward_chunked_reads_each_image_once_and_equals_whole(
+    kind, use_controls, cache_bytes
+):
+    net = _network(kind)
+    x, mask = _plate()
+    mask = mask if use_controls else None
+    reads = []
+    with torch.no_grad():
+        whole = group_forward(net, _chunks(x, mask, len(x)), use_controls=use_controls)
+        chunks = _counting(x, mask, 7, reads)
+        out = group_forward(
+            net, chunks, use_controls=use_controls, cache_bytes=cache_bytes
+        )
+    assert (whole - out).abs().max().item() <= 1e-4
+    if cache_bytes != 10:  # a budget below the inputs reads them again per pass
+        assert sum(reads) == len(x)
+    else:
+        assert sum(reads) > len(x)
+
+
+def test_group_forward_chunked_runs_each_resnet_block_a_few_times():
+    net = _resnet()
+    x, _ = _plate()
+    calls = {}
+    blocks = [net.conv1] + [b for layer in (net.layer1, net.layer4) for b in layer]
+    for block in blocks:
+        block.register_forward_pre_hook(
+            lambda m, args: calls.__setitem__(m, calls.get(m, 0) + 1)
+        )
+    n_chunks = 5
+    with torch.no_grad():
+        group_forward(net, _chunks(x, None, 6), use_controls=False)
+    assert calls[net.conv1] == n_chunks  # before the first BN: once
+    for block in blocks[1:]:
+        n_bn = len(group_layers(block))
+        assert calls[block] <= (n_bn + 1) * n_chunks
+
+
+def test_gather_statistics_chunked_equal_whole():
+    net = _resnet()
+    x, mask = _plate()
+    with torch.no_grad():
+        whole = gather_statistics(net, _chunks(x, mask, len(x)), use_controls=True)
+        chunked = gather_statistics(net, _chunks(x, mask, 4), use_controls=True)
+    assert whole.keys() == chunked.keys() and len(whole) == 20
+    for layer, (mean, var) in whole.items():
+        torch.testing.assert_close(chunked[layer][0], mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(chunked[layer][1], var, rtol=1e-4, atol=1e-5)

@@ -10,7 +10,14 @@ import torch
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from torch import nn
 
-from sklearn_ben import BENClassifier, ControlsError, GroupError, MissingMetadataWarning
+from sklearn_ben import (
+    BENClassifier,
+    ControlsError,
+    GroupError,
+    MissingMetadataError,
+    MissingMetadataWarning,
+    config_context,
+)
 from sklearn_ben.backbones import MLP, ResNet, SmallCNN
 from sklearn_ben.batchnorm import group_layers
 from tests.conftest import tiny_classifier
@@ -245,9 +252,19 @@ def test_ben_classifier_integer_images_are_scaled_batch_by_batch(dtype):
     tracemalloc.stop()
     float_copy = X.size * 4
     assert peak < float_copy / 4  # never a float32 copy of the whole array
-    X_float = X.astype(np.float32) / info.max
-    same = clf.predict_proba(X_float, groups=groups)
-    np.testing.assert_allclose(clf.predict_proba(X, groups=groups), same, atol=1e-5)
+    X_float = X.astype(np.float32) / info.max  # what the network saw
+    with pytest.raises(
+        ValueError,
+        match=f"X has dtype float32, but BENClassifier was fitted on {np.dtype(dtype).name} inputs",
+    ):
+        clf.predict_proba(X_float, groups=groups)
+    scaled = tiny_classifier(max_epochs=1, batch_size=50, intensity=(0, info.max))
+    scaled.fit(X, y, groups=groups)  # a fixed range: any dtype may follow
+    np.testing.assert_allclose(
+        scaled.predict_proba(X, groups=groups),
+        scaled.predict_proba(X.astype(np.float64), groups=groups),
+        atol=1e-5,
+    )
 
 
 def test_ben_classifier_validation_and_early_stopping(plates):
@@ -267,6 +284,52 @@ def test_ben_classifier_verbose_prints_epoch_table(plates, split, capsys):
     )
     out = capsys.readouterr().out
     assert "epoch" in out and "train_loss" in out
+
+
+def test_ben_classifier_verbose_2_fits_and_logs_plain_text(plates, split, capsys):
+    # verbose=2 used to crash every fit (skorch's ProgressBar divided by
+    # batch_size=None); redirected output gets the plain epoch table only
+    train, _ = split
+    tiny_classifier(verbose=2).fit(
+        plates.X[train], plates.y[train], groups=plates.groups[train]
+    )
+    captured = capsys.readouterr()
+    assert "train_loss" in captured.out
+    assert "\x1b[" not in captured.out + captured.err
+
+
+def test_ben_classifier_diverged_fit_keeps_the_previous_model(fitted_ben, plates):
+    clf = copy.deepcopy(fitted_ben)
+    before = clf.predict_proba(plates.X, groups=plates.groups)
+    with pytest.raises(FloatingPointError, match=r"Training diverged: .*lower lr"):
+        clf.set_params(lr=1e30, max_epochs=2).fit(
+            plates.X, plates.y, groups=plates.groups
+        )
+    np.testing.assert_array_equal(
+        clf.predict_proba(plates.X, groups=plates.groups), before
+    )
+
+
+def test_ben_classifier_ctrl_c_is_re_raised_and_keeps_the_previous_model(
+    fitted_ben, plates, monkeypatch
+):
+    from sklearn_ben import _training
+
+    calls = []
+
+    def interrupt(self, net, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_training._FiniteLoss, "on_batch_end", interrupt)
+    clf = copy.deepcopy(fitted_ben)
+    before = clf.predict_proba(plates.X, groups=plates.groups)
+    with pytest.raises(KeyboardInterrupt, match="fit was interrupted in epoch 1 of 5"):
+        clf.set_params(max_epochs=5).fit(plates.X, plates.y, groups=plates.groups)
+    np.testing.assert_array_equal(
+        clf.predict_proba(plates.X, groups=plates.groups), before
+    )
 
 
 def test_ben_classifier_silent_by_default(plates, split, capsys):
@@ -303,6 +366,7 @@ def test_ben_classifier_model_saved_on_cuda_loads_without_gpu(fitted_ben, plates
     with pytest.warns(UserWarning, match="CUDA"):
         loaded = pickle.loads(pickle.dumps(model))
     assert str(loaded.net_.device) == "cpu"
+    assert loaded.device_ == "cpu"  # the truth, not where it was trained
     np.testing.assert_array_equal(
         loaded.predict(plates.X, groups=plates.groups),
         fitted_ben.predict(plates.X, groups=plates.groups),
@@ -461,7 +525,10 @@ def test_ben_classifier_predict_controls_errors(fitted_controls, plates, split):
     few[0] = True
     with pytest.raises(ControlsError, match=r"in predict 1 plate\(s\) have fewer"):
         fitted_controls.predict(X, groups=groups, controls=few)
-    with pytest.warns(MissingMetadataWarning, match="no controls reached this call"):
+    with pytest.warns(
+        MissingMetadataWarning,
+        match=r"BENClassifier\.predict got no controls, so with norm='controls'",
+    ):
         fitted_controls.predict(X, groups=groups)
 
 
@@ -470,9 +537,25 @@ def test_ben_classifier_predict_single_sample_plate(fitted_ben, plates):
         fitted_ben.predict(plates.X[:3], groups=np.array(["a", "a", "b"]))
 
 
-def test_ben_classifier_predict_without_groups_warns(fitted_ben, plates):
-    with pytest.warns(MissingMetadataWarning, match="predict got no groups"):
-        fitted_ben.predict(plates.X[:10])
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "transform"])
+def test_ben_classifier_missing_groups_warning_names_the_method(
+    fitted_ben, plates, method
+):
+    with pytest.warns(
+        MissingMetadataWarning, match=rf"BENClassifier\.{method} got no groups"
+    ):
+        getattr(fitted_ben, method)(plates.X[:10])
+
+
+@pytest.mark.parametrize("method", ["predict", "transform"])
+def test_ben_classifier_missing_groups_raises_in_strict_mode(
+    fitted_ben, plates, method
+):
+    with config_context(on_missing_metadata="raise"):
+        with pytest.raises(MissingMetadataError, match=rf"{method} got no groups"):
+            getattr(fitted_ben, method)(plates.X[:10])
+    with pytest.warns(MissingMetadataWarning):  # the default again outside
+        getattr(fitted_ben, method)(plates.X[:10])
 
 
 def test_ben_classifier_frozen_predict_without_groups_is_silent(plates, split):

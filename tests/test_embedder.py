@@ -133,9 +133,11 @@ def test_ben_embedder_custom_augment_is_called(cells):
         return torch.flip(x, dims=[-1])
 
     tiny_embedder(augment=augment).fit(cells.X, groups=cells.groups)
-    # one call per batch, 2 views of each sample, every sample once per epoch
-    assert all(shape[0] <= 16 * 2 for shape in calls)
-    assert sum(shape[0] for shape in calls) == len(cells.X) * 2
+    # first a probe of 2 samples before training (a broken augment fails
+    # there), then one call per batch: 2 views of each sample once per epoch
+    assert calls[0][0] == 2
+    assert all(shape[0] <= 16 * 2 for shape in calls[1:])
+    assert sum(shape[0] for shape in calls[1:]) == len(cells.X) * 2
 
 
 def test_ben_embedder_simclr_with_bags_draws_one_crop_per_image(cells):
@@ -147,7 +149,7 @@ def test_ben_embedder_simclr_with_bags_draws_one_crop_per_image(cells):
 
     tiny_embedder(augment=augment).fit(cells.X, groups=cells.groups, bags=cells.bags)
     n_bags = len(np.unique(cells.bags))
-    views = torch.cat(calls)
+    views = torch.cat(calls[1:])  # calls[0]: the 2-sample probe before training
     assert len(views) == n_bags * 2  # one crop per image per epoch, 2 views each
     # the two views of a unit are the same crop (before augmentation)
     torch.testing.assert_close(views[0::2], views[1::2])
@@ -201,3 +203,61 @@ def test_ben_embedder_transform_channels(fitted_simclr):
         ValueError, match="X has 2 channels, but BENEmbedder is expecting 3"
     ):
         fitted_simclr.transform(np.zeros((4, 2, 16, 16)), groups=np.zeros(4))
+
+
+class _RecordingAugment:
+    """Replaces each image by one random draw of the batch's generator."""
+
+    def __call__(self, x, generator=None):
+        draws = torch.rand(x.shape[0], 1, 1, 1, generator=generator)
+        return draws.expand_as(x)
+
+
+def _drawn_views(cells, num_workers, epochs=2):
+    """Every training batch's views, as the DataLoader delivers them."""
+    from torch.utils.data import DataLoader
+
+    from sklearn_ben._embedder import _ViewDataset
+    from sklearn_ben.samplers import GroupBatchSampler, KeyedBatchSampler
+
+    members = [np.array([i]) for i in range(len(cells.groups))]
+    dataset = _ViewDataset(
+        cells.X,
+        None,
+        members=members,
+        n_views=2,
+        augment=_RecordingAugment(),
+        distinct=False,
+    )
+    sampler = KeyedBatchSampler(
+        GroupBatchSampler(cells.groups, 8, random_state=0), seed=3
+    )
+    loader = DataLoader(
+        dataset, sampler=sampler, batch_size=None, num_workers=num_workers
+    )
+    return [inputs["X"] for _ in range(epochs) for inputs, _ in loader]
+
+
+def test_ben_embedder_views_do_not_depend_on_workers_and_never_repeat(cells):
+    serial = _drawn_views(cells, num_workers=0)
+    parallel = _drawn_views(cells, num_workers=2)
+    assert len(serial) == len(parallel) == 2 * 9
+    for a, b in zip(serial, parallel):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # every batch (across workers and epochs) drew its own augmentations
+    draws = [tuple(views[:, 0, 0, 0].tolist()) for views in parallel]
+    assert len(set(draws)) == len(draws)
+
+
+def test_ben_embedder_fit_identical_for_any_num_workers(cells):
+    fits = [
+        tiny_embedder(num_workers=w, max_epochs=2).fit(cells.X, groups=cells.groups)
+        for w in (0, 2)
+    ]
+    a, b = (f.net_.module_.state_dict() for f in fits)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    np.testing.assert_array_equal(
+        fits[0].transform(cells.X, groups=cells.groups),
+        fits[1].transform(cells.X, groups=cells.groups),
+    )

@@ -1,4 +1,8 @@
-"""ImageFiles, read_rxrx1_metadata and the RxRx1-WILDS runner on a tiny folder."""
+"""ImageFiles, read_rxrx1_metadata and the RxRx1-WILDS runner on a tiny folder.
+
+The tests of ImageFiles on the real raw files of ../shared/data/raw_images and
+on generated TIFF and PNG files are in tests/test_image_files.py.
+"""
 
 import pickle
 import re
@@ -155,13 +159,6 @@ def test_image_files_single_path_is_refused(gray_files):
     folder, names, _ = gray_files
     with pytest.raises(TypeError, match="one path .*g0.png.*wrap it in a list"):
         ImageFiles(str(folder / names[0]))
-
-
-def test_image_files_unsupported_mode_is_named(tmp_path):
-    Image.fromarray(np.zeros((2, 2), np.float32)).save(tmp_path / "f.tif")
-    images = ImageFiles(["f.tif"], root=tmp_path)
-    with pytest.raises(ValueError, match=r"mode 'F' \(float32 pixels\).*mode='L'"):
-        images[0]
 
 
 def test_image_files_predict_equals_in_memory_array(rxrx1):

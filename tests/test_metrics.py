@@ -9,7 +9,10 @@ from sklearn_ben import metrics
 from sklearn_ben.datasets import get_data_home, load_bbbc021_profiles
 from sklearn_ben.metrics import (
     aggregate_treatments,
+    average_precision,
     batch_mixing_score,
+    label_average_precision,
+    mean_average_precision,
     moa_accuracy,
     top_k_accuracy_score,
 )
@@ -108,25 +111,29 @@ def test_moa_accuracy_rejects_moa_varying_within_treatment():
 @pytest.mark.parametrize(
     ("func", "expected"), [("median", [3.0, 2.0]), ("mean", [3.0, 4.0])]
 )
-def test_aggregate_profiles_hand_computed(func, expected):
+def test_aggregate_treatments_is_deprecated_and_hand_computed(func, expected):
     X = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 10.0], [7.0, 7.0]])
-    out = aggregate_treatments(X, ["a", "a", "a", "b"], func=func)
+    with pytest.warns(FutureWarning, match="aggregate_treatments is deprecated"):
+        out = aggregate_treatments(X, ["a", "a", "a", "b"], func=func)
+    assert list(out.columns) == ["x0", "x1"] and out.index.name == "treatment"
     np.testing.assert_allclose(out.loc["a"], expected)
     np.testing.assert_allclose(out.loc["b"], [7.0, 7.0])
 
 
-def test_aggregate_profiles_keys_from_dataframe_and_feature_names():
+def test_aggregate_treatments_keys_from_dataframe_and_feature_names():
     X = pd.DataFrame({"f": [1.0, 3.0, 8.0]})
     by = pd.DataFrame({"compound": ["c", "c", "c"], "dose": [1.0, 1.0, 3.0]})
-    out = aggregate_treatments(X, by)
+    with pytest.warns(FutureWarning, match="use sklearn_ben.profiles"):
+        out = aggregate_treatments(X, by)
     assert out.index.names == ["compound", "dose"]
     assert list(out.columns) == ["f"]
     np.testing.assert_allclose(out["f"], [2.0, 8.0])
 
 
-def test_aggregate_profiles_rejects_two_dimensional_by():
-    with pytest.raises(ValueError, match="by must be one-dimensional"):
-        aggregate_treatments(np.ones((2, 2)), np.ones((2, 2)))
+def test_aggregate_treatments_rejects_two_dimensional_by():
+    with pytest.warns(FutureWarning, match="deprecated"):
+        with pytest.raises(ValueError, match="by must be one-dimensional"):
+            aggregate_treatments(np.ones((2, 2)), np.ones((2, 2)))
 
 
 @pytest.mark.parametrize(
@@ -183,3 +190,79 @@ def test_moa_accuracy_counts_real_bbbc021_treatments(exclude, n_treatments):
     )
     assert result.n_treatments == n_treatments
     assert 0.0 <= result.accuracy <= 1.0
+
+
+# ------------------------------------------------------- mean average precision
+
+AP_X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.6, 0.4], [0.5, 0.5]])
+AP_LABELS = np.array(["a", "a", "b", "b", "b"])
+AP_COMPOUND = np.array(["c1", "c2", "c3", "c4", "c4"])
+
+
+def test_average_precision_hand_computed():
+    # Query 3 ([0.6, 0.4]): cosine order 4 (excluded: same compound c4), then
+    # 1, 0 (negatives), 2 (positive, rank 3): AP 1/3. Query 4 ([0.5, 0.5]):
+    # order 3 (excluded), 1, 0, 2 -> the one positive at rank 3: 1/3.
+    # Query 2 ([0, 1]): order 4, 3 (both positives), ...: AP 1.
+    ap = average_precision(AP_X, AP_LABELS, exclude=AP_COMPOUND)
+    np.testing.assert_allclose(ap, [1.0, 1.0, 1.0, 1 / 3, 1 / 3])
+    assert mean_average_precision(
+        AP_X, AP_LABELS, exclude=AP_COMPOUND
+    ) == pytest.approx(11 / 15)
+
+
+def test_average_precision_nan_without_positives():
+    ap = average_precision(AP_X, ["a", "b", "b", "c", "c"], exclude=AP_COMPOUND)
+    assert np.isnan(ap[0])
+
+
+def test_mean_average_precision_raises_without_any_positive():
+    with pytest.raises(ValueError, match="No query has a positive"):
+        mean_average_precision(AP_X[:2], ["a", "b"])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("with_exclude", [False, True])
+def test_mean_average_precision_equals_copairs(metric, with_exclude):
+    copairs_map = pytest.importorskip("copairs.map")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 8))
+    labels = np.repeat(["m1", "m2", "m3", "m4"], 15)
+    X += (labels[:, None] == ["m1", "m2", "m3", "m4"]) @ rng.normal(size=(4, 8))
+    compound = np.array([f"c{i // 5}" for i in range(60)])
+    meta = pd.DataFrame({"label": labels, "compound": compound})
+    meta["row"] = np.arange(60)
+    diffby = ["compound"] if with_exclude else ["row"]
+    result = copairs_map.average_precision(
+        meta,
+        X,
+        pos_sameby=["label"],
+        pos_diffby=diffby,
+        neg_sameby=[],
+        neg_diffby=["label"],
+        distance=metric,
+        progress_bar=False,
+    )
+    expected = result.sort_values("row")["average_precision"].to_numpy()
+    exclude = compound if with_exclude else None
+    ours = average_precision(X, labels, exclude=exclude, metric=metric)
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+    assert mean_average_precision(
+        X, labels, exclude=exclude, metric=metric
+    ) == pytest.approx(np.nanmean(expected), abs=1e-6)
+
+
+@pytest.mark.parametrize(("shift", "significant"), [(3.0, True), (0.0, False)])
+def test_label_average_precision_p_values(shift, significant):
+    # Two labels, shifted apart or not: each retrieves its own label better
+    # than chance only when the clouds are apart.
+    rng = np.random.default_rng(1)
+    labels = np.repeat(["x", "y"], 20)
+    X = rng.normal(size=(40, 5))
+    X[:20] += shift
+    table = label_average_precision(X, labels, null_size=200, random_state=0)
+    assert (table["n_queries"] == 20).all()
+    if significant:
+        np.testing.assert_allclose(table["p_value"], 1 / 201)
+    else:
+        assert (table["p_value"] > 0.05).all()

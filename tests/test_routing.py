@@ -168,3 +168,14 @@ def test_make_ben_scorer_bad_input():
 def test_make_ben_scorer_requests_plates():
     routing = make_ben_scorer().get_metadata_routing()
     assert routing.score.requests == {"groups": True, "controls": True}
+
+
+def test_make_ben_scorer_roc_auc_on_a_binary_task(table):
+    from sklearn.metrics import roc_auc_score
+
+    X, y, groups, _ = table
+    binary = y % 2
+    clf = _clf().fit(X, binary, groups=groups)
+    scorer = make_ben_scorer(roc_auc_score, response_method="predict_proba")
+    expected = roc_auc_score(binary, clf.predict_proba(X, groups=groups)[:, 1])
+    assert scorer(clf, X, binary, groups=groups) == pytest.approx(expected)

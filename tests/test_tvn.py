@@ -133,7 +133,8 @@ def test_tvn_whitening_gives_identity_covariance_on_controls(n_features):
     mixing = rng.normal(size=(n_features, n_features))
     X = rng.normal(size=(60, n_features)) @ mixing + 5.0
     controls = np.arange(60) < 40
-    Z = TVN(whiten_reg=0.0).fit(X, controls=controls).transform(X)
+    tvn = TVN(center="global", whiten_reg=0.0, coral=False)
+    Z = tvn.fit(X, controls=controls).transform(X)
     covariance = np.atleast_2d(np.cov(Z[controls], rowvar=False))
     np.testing.assert_allclose(covariance, np.eye(n_features), atol=1e-10)
     np.testing.assert_allclose(Z[controls].mean(0), 0, atol=1e-10)
@@ -141,20 +142,21 @@ def test_tvn_whitening_gives_identity_covariance_on_controls(n_features):
 
 def test_tvn_whiten_reg_shrinks_variances_by_hand_formula():
     X = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
-    tvn = TVN(whiten_reg=1.0).fit(X)
+    tvn = TVN(center="global", scale=False, whiten_reg=1.0, coral=False).fit(X)
     # variances 4/3 and 1/3, mean 5/6: scales 1/sqrt(4/3 + 5/6), 1/sqrt(1/3 + 5/6)
     np.testing.assert_allclose(tvn.explained_variance_, [4 / 3, 1 / 3])
     np.testing.assert_allclose(tvn.scale_, 1 / np.sqrt([13 / 6, 7 / 6]))
 
 
 @pytest.mark.parametrize(
-    ("n_components", "expected"), [(None, 2), (1, 1), (0.5, 1), (0.999, 2)]
+    ("n_components", "whiten_reg", "expected"),
+    [(None, 0.0, 2), (None, "ledoit-wolf", 4), (1, 0.0, 1), (0.5, 0.0, 1)],
 )
-def test_tvn_n_components(n_components, expected):
+def test_tvn_n_components(n_components, whiten_reg, expected):
     rng = np.random.default_rng(0)
-    # Rank 2 in 4 features: None keeps the numerical rank.
+    # Rank 2 in 4 features: None keeps the rank, or all with shrinkage.
     X = rng.normal(size=(30, 2)) @ np.array([[3.0, 0, 1, 0], [0, 1.0, 0, 1]])
-    tvn = TVN(n_components=n_components).fit(X)
+    tvn = TVN(n_components=n_components, whiten_reg=whiten_reg, center="global").fit(X)
     assert tvn.n_components_ == expected
     assert tvn.transform(X).shape == (30, expected)
 
@@ -206,9 +208,9 @@ def test_tvn_coral_aligns_group_control_covariance_with_pooled(two_groups):
 
 def test_tvn_coral_keeps_each_group_control_mean(two_groups):
     X, groups, controls = two_groups
-    tvn = TVN().fit(X, controls=controls)
-    whitened = tvn.transform(X)
-    Z = tvn.transform(X, groups=groups, controls=controls)
+    tvn = TVN(center="global").fit(X, controls=controls)
+    whitened = tvn.set_params(coral=False).transform(X)
+    Z = tvn.set_params(coral=True).transform(X, groups=groups, controls=controls)
     mask = controls & (groups == "g2")
     np.testing.assert_allclose(Z[mask].mean(0), whitened[mask].mean(0))
 
@@ -437,3 +439,138 @@ def test_pipeline_routes_groups_and_controls_to_scaler_and_ben(step, image_plate
             scaled = PlateControlScaler().fit_transform(images, **meta)
             direct = make().fit(scaled, y, **meta).transform(scaled, **meta)
     np.testing.assert_allclose(routed, direct, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------ TVN, new steps
+
+
+def _hand_table():
+    """Two plates, offsets (0, 0) and (10, -5); the same centred controls."""
+    centred = np.array([[2.0, 2.0], [-2.0, -2.0], [1.0, -1.0], [-1.0, 1.0]])
+    treated = np.array([[3.0, 1.0]])
+    plate = np.vstack([centred, treated])
+    X = np.vstack([plate, plate + [10.0, -5.0]])
+    groups = np.repeat(["A", "B"], 5)
+    controls = np.tile([True, True, True, True, False], 2)
+    return X, groups, controls
+
+
+def test_tvn_hand_computed_on_a_small_table():
+    X, groups, controls = _hand_table()
+    tvn = TVN(whiten_reg=0.0, coral=False)
+    Z = tvn.fit_transform(X, groups=groups, controls=controls)
+    # Centred controls: variance 2.5 per feature (ddof=0), covariance 1.5, so
+    # scaled by sqrt(2.5) their correlation is 0.6; over 8 controls (ddof=1)
+    # the eigenvalues are 8/7 * 1.6 and 8/7 * 0.4, axes (1, 1) and (1, -1).
+    np.testing.assert_allclose(tvn.feature_scale_, np.sqrt([2.5, 2.5]))
+    np.testing.assert_allclose(tvn.explained_variance_, [8 / 7 * 1.6, 8 / 7 * 0.4])
+    np.testing.assert_allclose(np.abs(tvn.components_), np.full((2, 2), 0.5**0.5))
+    # treated (3, 1) on each plate: projections 4 / sqrt(5) and 2 / sqrt(5)
+    expected = [4 / np.sqrt(5 * 8 / 7 * 1.6), 2 / np.sqrt(5 * 8 / 7 * 0.4)]
+    np.testing.assert_allclose(np.abs(Z[~controls]), [expected, expected])
+    np.testing.assert_allclose(np.cov(Z[controls], rowvar=False), np.eye(2), atol=1e-12)
+
+
+def test_tvn_centres_each_group_on_its_own_controls():
+    X, groups, controls = _hand_table()
+    Z = TVN(coral=False).fit_transform(X, groups=groups, controls=controls)
+    np.testing.assert_allclose(Z[:5], Z[5:], atol=1e-12)  # offsets removed
+    Z = TVN(center="global", coral=False).fit_transform(
+        X, groups=groups, controls=controls
+    )
+    assert np.abs(Z[:5] - Z[5:]).max() > 1  # not with center="global"
+
+
+def test_tvn_whiten_reg_from_ledoit_wolf_shrinkage(two_groups):
+    from sklearn.covariance import LedoitWolf
+
+    X, groups, controls = two_groups
+    tvn = TVN(scale=False).fit(X, groups=groups, controls=controls)
+    ref = X[controls] - X[controls].reshape(2, 200, 3).mean(axis=1).repeat(200, 0)
+    shrinkage = LedoitWolf(assume_centered=True).fit(ref).shrinkage_
+    assert tvn.shrinkage_ == pytest.approx(shrinkage)
+    assert tvn.whiten_reg_ == pytest.approx(shrinkage / (1 - shrinkage))
+
+
+@pytest.mark.parametrize("whiten_reg", [0.0, 0.5, "ledoit-wolf", "oas"])
+def test_tvn_spectrum_of_whitened_controls(whiten_reg):
+    # 60 controls in 20 correlated features: a spread-out spectrum.
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 20)) @ rng.normal(size=(20, 20))
+    tvn = TVN(center="global", whiten_reg=whiten_reg, coral=False)
+    Z = tvn.fit_transform(X)
+    spectrum = np.sort(np.linalg.eigvalsh(np.cov(Z, rowvar=False)))[::-1]
+    # variance v / (v + whiten_reg * mean_variance) on each component
+    v, reg = tvn.explained_variance_, tvn.whiten_reg_
+    expected = v / (v + reg * v.sum() / 20)
+    np.testing.assert_allclose(spectrum, expected, atol=1e-9)
+    np.testing.assert_allclose(np.diag(tvn.covariance_), expected, atol=1e-9)
+    if whiten_reg == 0.0:
+        np.testing.assert_allclose(spectrum, 1.0)
+    else:  # shrinkage: strong components near 1, weak ones well below
+        assert spectrum[0] > 0.5 > spectrum[-1] >= 0
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({}, r"TVN\.fit got no groups, so every sample is centred"),
+        ({"center": "global"}, r"TVN\.transform got no groups, so no group"),
+    ],
+)
+def test_tvn_warns_without_groups_naming_the_method(params, match, two_groups):
+    X, _, controls = two_groups
+    with pytest.warns(MissingMetadataWarning, match=match):
+        TVN(**params).fit_transform(X, controls=controls)
+
+
+def test_tvn_without_group_steps_needs_no_groups(two_groups):
+    X, _, controls = two_groups
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingMetadataWarning)
+        TVN(center="global", coral=False).fit_transform(X, controls=controls)
+
+
+def test_tvn_raises_for_group_without_enough_controls_to_centre(two_groups):
+    X, groups, controls = two_groups
+    controls = controls & ~((groups == "g1") & (np.arange(440) > 0))
+    with pytest.raises(ControlsError, match=r"centres and aligns each group"):
+        TVN().fit(X, groups=groups, controls=controls)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [({"whiten_reg": "auto"}, "whiten_reg"), ({"center": "plate"}, "center")],
+)
+def test_tvn_rejects_unknown_options(params, match):
+    with pytest.raises(ValueError, match=match):
+        TVN(**params).fit(np.eye(4))
+
+
+# ------------------------------------------------------------ real profiles
+
+
+def _real_profiles():
+    from sklearn_ben.datasets import get_data_home, load_bbbc021_profiles
+
+    home = get_data_home()
+    if not (home / "bbbc021_profiles").exists():
+        pytest.skip(f"real BBBC021 profiles not found under {home}")
+    return load_bbbc021_profiles(data_home=home)
+
+
+def test_tvn_defaults_reach_the_documented_scores_on_real_profiles():
+    from sklearn_ben.metrics import moa_accuracy
+
+    data = _real_profiles()
+    f, c = data.frame, data.controls
+    treatment = f["compound"].astype(str) + "@" + f["concentration"].astype(str)
+    tvn = TVN()
+    Z = tvn.fit_transform(data.X, groups=data.groups, controls=c)
+    args = (Z[~c], f["moa"][~c], f["compound"][~c], data.batches[~c])
+    nsc = moa_accuracy(*args, treatment=treatment[~c])
+    nscb = moa_accuracy(*args, treatment=treatment[~c], exclude="compound_batch")
+    # docs/profiling.md: 0.903 / 0.728 (one treatment is 0.010 NSC, 0.011 NSCB)
+    assert nsc.accuracy >= 0.90 and nscb.accuracy >= 0.72
+    # the whitened spectrum is far from identity: few components near 1
+    assert 20 < (np.diag(tvn.covariance_) > 0.5).sum() < 100
