@@ -93,14 +93,6 @@ def test_make_plates_accepts_random_state_instance():
     np.testing.assert_array_equal(data.X, make_plates(**SMALL, random_state=0).X)
 
 
-def test_make_plates_is_fast():
-    import time
-
-    start = time.perf_counter()
-    make_plates(n_plates=4, n_samples_per_plate=60, image_size=32, random_state=0)
-    assert time.perf_counter() - start < 1.0
-
-
 @pytest.mark.parametrize("composition", ["balanced", "varied"])
 def test_make_plates_controls_on_every_plate(composition):
     data = make_plates(
