@@ -54,8 +54,10 @@ CONFIGS = {
                   n_views=2, seeds=[0], width=4, tsne=False),
     "quick": dict(n_plates=8, per_plate=96, n_test=3, size=24, epochs=10,
                   n_views=3, seeds=[0, 1, 2], width=16, tsne=True),
-    "full": dict(n_plates=10, per_plate=160, n_test=3, size=32, epochs=20,
-                 n_views=5, seeds=[0, 1, 2, 3, 4], width=16, tsne=True),
+    # CPU-sized: the quick plates with more epochs and 5 seeds (not yet run);
+    # on a GPU raise per_plate, size, epochs and n_views
+    "full": dict(n_plates=8, per_plate=96, n_test=3, size=24, epochs=15,
+                 n_views=3, seeds=[0, 1, 2, 3, 4], width=16, tsne=True),
 }  # fmt: skip
 
 #: A random network: one epoch at a learning rate of 1e-12 leaves the weights
