@@ -100,6 +100,7 @@ class AdaptMixin:
             chunk_size=self.predict_batch_size,
             device=self.net_.device,
             dtype=_PRECISIONS[self.precision],
+            intensity=self.intensity,  # the inputs predict will see
         )
         names = {layer: name for name, layer in named_group_layers(module)}
         new = {

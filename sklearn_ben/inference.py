@@ -187,6 +187,7 @@ def group_statistics(
     chunk_size: int | None = None,
     device="cpu",
     dtype: torch.dtype | None = None,
+    intensity="dtype",
     inputs: Callable[[np.ndarray], Tensor] | None = None,
 ) -> dict[object, dict[nn.Module, tuple[Tensor, Tensor]]]:
     """Exact batch-norm statistics of each group, to keep and reuse.
@@ -203,9 +204,9 @@ def group_statistics(
         Control mask, needed for ``use_controls=True``.
     use_controls : bool, default=False
         Statistics of each group's control rows (True) or of all its rows.
-    chunk_size, device, dtype, inputs
-        As in :func:`predict_by_group`; the statistics do not depend on
-        ``chunk_size`` beyond float rounding.
+    chunk_size, device, dtype, intensity, inputs
+        As in :func:`predict_by_group` (use the same ``intensity`` there); the
+        statistics do not depend on ``chunk_size`` beyond float rounding.
 
     Returns
     -------
@@ -230,7 +231,7 @@ def group_statistics(
     """
     if use_controls and controls is None:
         raise ValueError("use_controls=True needs a control mask; got controls=None.")
-    get = inputs or BatchDataset(X).get_inputs
+    get = inputs or BatchDataset(X, intensity=intensity).get_inputs
     n = len(X)
     groups = np.zeros(n, dtype=int) if groups is None else np.asarray(groups)
     out = {}

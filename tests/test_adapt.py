@@ -207,3 +207,20 @@ def test_adapt_on_unfitted_estimator_raises():
 
     with pytest.raises(NotFittedError):
         tiny_classifier().adapt(np.zeros((2, 3, 8, 8)), groups=[0, 0])
+
+
+def test_adapt_uses_the_estimators_intensity_scaling(plates, split):
+    # adapt's statistics must come from the inputs predict sees: with a fixed
+    # intensity range, integer images are not divided by their dtype's maximum
+    train, test = split
+    X = (plates.X * 1000).astype(np.uint16)
+    clf = tiny_classifier(intensity=(0, 1000)).fit(
+        X[train], plates.y[train], groups=plates.groups[train]
+    )
+    X_test, groups = X[test], plates.groups[test]
+    whole = clf.predict_proba(X_test, groups=groups)
+    clf.adapt(X_test, groups=groups)
+    singles = np.concatenate(
+        [clf.predict_proba(X_test[[i]], groups=groups[[i]]) for i in range(len(X_test))]
+    )
+    np.testing.assert_allclose(singles, whole, rtol=0, atol=1e-5)
