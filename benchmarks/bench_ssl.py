@@ -54,7 +54,7 @@ CONFIGS = {
                   n_views=2, seeds=[0], width=4, tsne=False),
     "quick": dict(n_plates=8, per_plate=96, n_test=3, size=24, epochs=10,
                   n_views=3, seeds=[0, 1, 2], width=16, tsne=True),
-    # CPU-sized: the quick plates with more epochs and 5 seeds (not yet run);
+    # CPU-sized: the quick plates with more epochs and 5 seeds (129 s here);
     # on a GPU raise per_plate, size, epochs and n_views
     "full": dict(n_plates=8, per_plate=96, n_test=3, size=24, epochs=15,
                  n_views=3, seeds=[0, 1, 2, 3, 4], width=16, tsne=True),
