@@ -106,6 +106,13 @@ def read_plane(path, out=None) -> np.ndarray:
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
+            # Fast path: one page holding one plane of the expected size and
+            # dtype (a channel file); tifffile's series detection is skipped.
+            if len(tif.pages) == 1:
+                page = tif.pages.first
+                if page.shape == out.shape and page.dtype == out.dtype:
+                    page.asarray(out=out)
+                    return out
             series = _all_series(tif, path)[0]
             shape = _chw_shape(series.shape, series.axes)
             one = len(tif.series) == 1
