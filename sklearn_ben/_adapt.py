@@ -87,20 +87,13 @@ class AdaptMixin:
         """
         X, groups, controls, norm = self._check_adapt_inputs(X, groups, controls)
         module = self.net_.module_
-        if module.training:  # a network restored in train mode; idempotent
-            module.eval()
-        from sklearn_ben._base import _PRECISIONS
-
         found = group_statistics(
             module,
             X,
             groups,
             controls if norm.controls else None,
             use_controls=norm.controls,
-            chunk_size=self.predict_batch_size,
-            device=self.net_.device,
-            dtype=_PRECISIONS[self.precision],
-            intensity=self.intensity,  # the inputs predict will see
+            **self._engine_settings(),  # the same inputs and settings as predict
         )
         names = {layer: name for name, layer in named_group_layers(module)}
         new = {

@@ -533,8 +533,6 @@ class BENBase(
         end of fit, and statistics live in the call. Rows of the plates in
         ``stored`` are normalised with their stored statistics.
         """
-        if module.training:  # a network restored in train mode; idempotent
-            self.net_.module_.eval()
         predict = plate_parallel(getattr(self, "accelerator", None), predict_by_group)
         return predict(
             module,
@@ -542,12 +540,27 @@ class BENBase(
             groups,
             controls if norm.controls else None,
             source=norm.source,
-            chunk_size=self.predict_batch_size,
-            device=self.net_.device,
-            dtype=_PRECISIONS[self.precision],
-            intensity=self.intensity,
             stored=self._stored_layers(stored) if stored else None,
+            **self._engine_settings(),
         )
+
+    def _engine_settings(self):
+        """Keyword arguments every inference-side engine call shares.
+
+        ``predict`` and ``adapt`` both read the network through the engine;
+        taking chunking, device, precision and input scaling from one place
+        keeps the statistics ``adapt`` stores identical to what ``predict``
+        computes. Also puts a network restored in train mode into eval mode
+        (idempotent, so safe from several threads).
+        """
+        if self.net_.module_.training:
+            self.net_.module_.eval()
+        return {
+            "chunk_size": self.predict_batch_size,
+            "device": self.net_.device,
+            "dtype": _PRECISIONS[self.precision],
+            "intensity": self.intensity,
+        }
 
     def _set_fitted(self, X_in, X, shape, n_out, net):
         """Record the fitted state; called once every check and training passed.
