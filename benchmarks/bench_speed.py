@@ -22,7 +22,9 @@ Timings on shared machines are noisy: read the ratios, not the seconds.
 """
 
 import argparse
+import copy
 import multiprocessing as mp
+import os
 import platform
 import resource
 import sys
@@ -178,9 +180,16 @@ def measure_predict(clf, X, groups, norm, chunk, device):
     return result
 
 
-def _timed_forward(net, x, size, cache_bytes=None):
-    """Seconds, output and reads per image of one group_forward of plate ``x``."""
-    from sklearn_ben.batchnorm import group_forward
+def _timed_forward(net, x, size, method="auto"):
+    """Seconds, output and reads per image of one chunked pass over plate ``x``.
+
+    ``method``: "auto" (what ``predict_batch_size`` does), one of the exact
+    methods of ``sklearn_ben._blocks`` ("graph", "blocks", "layers"), or
+    "frozen" (running statistics, chunk by chunk: no plate statistics at all,
+    the cost of the network on small batches).
+    """
+    from sklearn_ben import _blocks
+    from sklearn_ben.batchnorm import _Source, bn_statistics, group_forward
 
     reads = [0]
 
@@ -191,57 +200,94 @@ def _timed_forward(net, x, size, cache_bytes=None):
 
     start = time.perf_counter()
     with torch.no_grad():
-        out = group_forward(net, chunks, use_controls=False, cache_bytes=cache_bytes)
+        if method == "frozen":
+            with bn_statistics("running"):
+                out = torch.cat([net(c) for c, _ in chunks()])
+        elif method == "auto":
+            out = group_forward(net, chunks, use_controls=False)
+        else:
+            out = _blocks.gather_chunked(
+                net, chunks, False, _Source("gather"), method=method
+            )
     return time.perf_counter() - start, out, reads[0] / len(x)
 
 
-def chunk_cost(argv, smoke, quick, repeats, out_path):
+_CHUNK_METHODS = {
+    "frozen": "chunks of {}, frozen BN (no plate statistics; small-batch cost)",
+    "auto": "chunks of {}, exact: staged graph (default)",
+    "blocks": "chunks of {}, exact: block chain (fallback 1)",
+    "layers": "chunks of {}, exact: layer by layer (fallback 2, the method before)",
+}
+
+
+def chunk_cost(argv, smoke, quick, repeats, out_path, device="cpu"):
     """Chunked/whole time and reads per image for ResNet-18 and ResNet-50."""
     from sklearn_ben.batchnorm import convert_batchnorm
 
     n, size, chunk = (12, 32, 4) if smoke else (64, 64, 8) if quick else (128, 96, 8)
     depths = (18,) if smoke else (18, 50)
+    load = os.getloadavg()[0]  # noisy machines: say how busy this one was
     x = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = x.to(device)
     rows = []
     for depth in depths:
         torch.manual_seed(0)
-        net = convert_batchnorm(ResNet(depth=depth).build(3)).eval()
-        _timed_forward(net, x[:4], 4)  # warm-up
-        runs = {"whole": [], "blocks": [], "layers": []}
+        net = convert_batchnorm(ResNet(depth=depth).build(3)).eval().to(device)
+        for method in ("whole", *_CHUNK_METHODS):  # warm-up
+            _timed_forward(net, x[:8], 8 if method == "whole" else 4, method)
+        runs = {method: [] for method in ("whole", *_CHUNK_METHODS)}
+        reads, errs, outs = {}, {}, {}
         for _ in range(repeats):  # interleaved, so drift hits all alike
+            _sync(device)
             t, whole, _ = _timed_forward(net, x, n)
+            _sync(device)
             runs["whole"].append(t)
-            t, out, r_blocks = _timed_forward(net, x, chunk)
-            runs["blocks"].append(t)
-            err_blocks = (out - whole).abs().max().item()
-            t, out, r_layers = _timed_forward(net, x, chunk, cache_bytes=1)
-            runs["layers"].append(t)
-            err_layers = (out - whole).abs().max().item()
-        base = np.median(runs["whole"])
-        rows.append((depth, "whole plate, one pass", base, 1.0, 1.0, 0.0))
+            for method in _CHUNK_METHODS:
+                t, out, reads[method] = _timed_forward(net, x, chunk, method)
+                _sync(device)
+                runs[method].append(t)
+                errs[method] = (out - whole).abs().max().item()
+                outs[method] = out
+        # float32 rounding, for scale: the same plate in float64
+        _, ref, _ = _timed_forward(copy.deepcopy(net).double(), x.double(), n)
+        exact = float((whole.double() - ref).abs().max())
+        base = float(np.median(runs["whole"]))
+        scale = whole.abs().max().item()
         rows.append(
             (
                 depth,
-                f"chunks of {chunk}, block cache",
-                np.median(runs["blocks"]),
-                np.median(runs["blocks"]) / base,
-                r_blocks,
-                err_blocks,
+                "whole plate, one pass (statistics of the plate)",
+                base,
+                1.0,
+                1.0,
+                0.0,
+                exact,
+                scale,
             )
         )
-        rows.append(
-            (
-                depth,
-                f"chunks of {chunk}, layer by layer (before)",
-                np.median(runs["layers"]),
-                np.median(runs["layers"]) / base,
-                r_layers,
-                err_layers,
+        for method, label in _CHUNK_METHODS.items():
+            sec = float(np.median(runs[method]))
+            err = errs[method] if method != "frozen" else float("nan")
+            err64 = (
+                float((outs[method].double() - ref).abs().max())
+                if method != "frozen"
+                else float("nan")
             )
-        )
-        for row in rows[-3:]:
+            rows.append(
+                (
+                    depth,
+                    label.format(chunk),
+                    sec,
+                    sec / base,
+                    reads[method],
+                    err,
+                    err64,
+                    scale,
+                )
+            )
+        for row in rows[-1 - len(_CHUNK_METHODS) :]:
             print(
-                f"  ResNet-{row[0]} {row[1]}: {row[2]:.2f} s, x{row[3]:.2f}, "
+                f"  ResNet-{row[0]} {row[1]}: {row[2]:.3f} s, x{row[3]:.2f}, "
                 f"{row[4]:.1f} reads/image, max diff {row[5]:.1e}"
             )
     lines = [
@@ -249,36 +295,56 @@ def chunk_cost(argv, smoke, quick, repeats, out_path):
         "",
         f"Command: `python benchmarks/bench_speed.py {' '.join(argv)}`  ",
         f"Date: {date.today()}; machine: {platform.machine()}, "
-        f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} torch threads "
-        "on 2 cores shared with other jobs (read the ratios, not the seconds); "
-        f"torch {torch.__version__}; median of {repeats} interleaved repeats.",
+        f"{_device_name(device)}, {torch.get_num_threads()} torch threads; "
+        f"torch {torch.__version__}; median of {repeats} interleaved repeats; "
+        f"load average {load:.1f} at the start.",
         "",
-        f"One plate of {n} random images of 3x{size}x{size}, float32, CPU, "
-        "`group_forward` with whole-plate statistics.",
+        f"One plate of {n} random images of 3x{size}x{size}, float32, "
+        f"{device}, outputs of the ResNet's pooled features (largest |value| "
+        "in the last column). The float64 column compares each float32 result "
+        "with the same plate computed in float64: the whole-plate pass's own "
+        "rounding error is the scale to read the chunked differences against.",
         "",
         "| network | method | seconds | time / whole plate | reads per image "
-        "| max abs diff to whole plate |",
-        "|---|---|---|---|---|---|",
+        "| max abs diff to whole plate | max abs diff to float64 whole plate "
+        "| max abs output |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for depth, label, sec, ratio, reads, err in rows:
+    for depth, label, sec, ratio, nreads, err, err64, scale in rows:
         lines.append(
-            f"| ResNet-{depth} | {label} | {sec:.2f} | {ratio:.2f} | {reads:.1f} "
-            f"| {err:.1e} |"
+            f"| ResNet-{depth} | {label} | {sec:.3f} | {ratio:.2f} | {nreads:.1f} "
+            f"| {err:.1e} | {err64:.1e} | {scale:.1f} |"
         )
     lines += [
         "",
-        "Block cache: the plate's activations are kept on the host at the "
-        "boundaries of the network's blocks (stem layers, residual blocks, "
-        "pooling), and each block's statistics are gathered from its cached "
-        "input. Layer by layer (the method before, still the fallback for "
-        "graphs that are no chain of blocks, measured here with a cache "
-        "budget of 1 byte): one partial pass over the whole network per "
-        "BatchNorm layer, reading every image again each time.",
+        "Staged graph (default for any network `torch.fx` can trace): each "
+        "chunk runs up to the first BatchNorm layer whose plate statistics are "
+        "unknown; the values the rest of the graph needs there are kept on the "
+        "host; the layer's statistics are merged over the chunks and the next "
+        "stage resumes from the kept values, so every layer runs once per "
+        "chunk. Block chain (untraceable chains of blocks): activations kept "
+        "at block boundaries, each block gathered layer by layer from its "
+        "input (about k + 1 runs of a block with k BatchNorm layers). Layer by "
+        "layer (other graphs, and the only method before): one partial pass "
+        "over the whole network per BatchNorm layer, reading every image "
+        "again each time. Frozen BN is no alternative (it ignores the plate); "
+        "it is the price of running the network in chunks at all.",
     ]
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return Path(out_path)
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _device_name(device):
+    if str(device).startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return platform.processor() or "cpu"
 
 
 def main(argv=None):
@@ -301,16 +367,16 @@ def main(argv=None):
     )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    if args.chunks:
-        out = args.out or str(RESULTS / "chunking.md")
-        argv = list(sys.argv[1:] if argv is None else argv)
-        return chunk_cost(argv, args.smoke, args.quick, args.repeats, out)
-    args.out = args.out or str(RESULTS / "speed.md")
     device = (
         "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     )
     if device == "auto":
         device = "cpu"
+    if args.chunks:
+        out = args.out or str(RESULTS / "chunking.md")
+        argv = list(sys.argv[1:] if argv is None else argv)
+        return chunk_cost(argv, args.smoke, args.quick, args.repeats, out, device)
+    args.out = args.out or str(RESULTS / "speed.md")
     sizes = {
         "smoke": (2, 60, 16, 1),
         "quick": (4, 600, 32, 2),

@@ -491,10 +491,11 @@ def group_forward(
     use_controls : bool
         Statistics from the control rows only (True) or from all rows (False).
     cache_bytes : int or None, default=None
-        Host memory for the group's inputs and block-boundary activations
-        (two boundaries at a time); None is 8 GiB. Past it the method falls
-        back to fewer cached boundaries, then to reading the inputs again,
-        with the same results.
+        Host memory for the group's values kept between stages (two stages
+        at a time); None is 8 GiB. Past it the method falls back to block
+        caching (the inputs are read once more), then to fewer cached
+        boundaries, then to reading the inputs again for each pass, with the
+        same results.
 
     Returns
     -------
@@ -514,14 +515,18 @@ def group_forward(
     twice in one forward pass gets the statistics of its first call. All of
     this state lives in the call, so concurrent calls do not interfere.
 
-    The inputs are read once and kept on the host. For networks that are
-    chains of blocks (``nn.Sequential``, torchvision ResNets, the built-in
-    networks, modules defining ``sklearn_ben_blocks()``), the group's
-    activations are also kept on the host at block boundaries, and the passes
-    above run block by block from them: each block runs about once per
-    batch-norm layer inside it, plus once, instead of once per batch-norm
-    layer before it. Other graphs run every pass from the inputs (the cost
-    grows with the number of batch-norm layers).
+    Each input is read once, and the passes cost about one forward pass of
+    the network in chunks: the network is traced with ``torch.fx`` and run
+    in stages, each chunk stopping at the next batch-norm layer whose
+    statistics are unknown, with the values still needed kept on the host
+    between stages, so every layer runs once per chunk. Networks that
+    ``torch.fx`` cannot trace (data-dependent control flow, forward hooks
+    on modules the trace would go through) fall back to block caching when
+    they are chains of blocks (``nn.Sequential``, torchvision ResNets, the
+    built-in networks, modules defining ``sklearn_ben_blocks()``; each block
+    runs about once per batch-norm layer inside it, plus once), and to one
+    partial pass over the whole network per batch-norm layer otherwise.
+    Results are equal whichever method runs.
     """
     first, resumed = _first_two(chunks)
     if len(first) == 1:
@@ -529,7 +534,7 @@ def group_forward(
         source = "controls" if use_controls else "batch"
         with bn_statistics(source, mask=mask):
             return module(x)
-    return _blocks().gather_by_blocks(
+    return _blocks().gather_chunked(
         module, resumed, use_controls, _Source("gather"), **_budget(cache_bytes)
     )
 
@@ -556,7 +561,7 @@ def gather_statistics(
             module(x)
         return dict(source.stats)
     source = _Source("gather")
-    _blocks().gather_by_blocks(
+    _blocks().gather_chunked(
         module, resumed, use_controls, source, outputs=False, **_budget(cache_bytes)
     )
     return dict(source.stats)

@@ -249,6 +249,19 @@ class _Residual(nn.Module):
         return self.out(self.a(x) + self.b(x)).flatten(1)
 
 
+class _Untraceable(nn.Module):
+    """A forward that branches on the data: torch.fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = _Residual()
+
+    def forward(self, x):
+        if x.sum() > -1e30:  # data-dependent control flow
+            return self.body(x)
+        return x
+
+
 def _network(kind):
     torch.manual_seed(0)
     if kind == "resnet":
@@ -260,6 +273,10 @@ def _network(kind):
         backbone = SmallCNN(width=4, n_blocks=3).build(3)
         head = nn.Sequential(nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
         return convert_batchnorm(HeadNet(backbone, head)).eval()
+    if kind == "untraceable":
+        return convert_batchnorm(_Untraceable()).eval()
+    if kind == "untraceable-chain":
+        return convert_batchnorm(nn.Sequential(_Untraceable(), nn.ReLU())).eval()
     return convert_batchnorm(_Residual()).eval()
 
 
@@ -272,9 +289,12 @@ def _counting(x, mask, size, reads):
     return chunks
 
 
-@pytest.mark.parametrize("kind", ["resnet", "headnet", "graph"])
+_KINDS = ["resnet", "headnet", "graph", "untraceable", "untraceable-chain"]
+
+
+@pytest.mark.parametrize("kind", _KINDS)
 @pytest.mark.parametrize("use_controls", [False, True])
-@pytest.mark.parametrize("cache_bytes", [None, 400_000, 10])
+@pytest.mark.parametrize("cache_bytes", [None, 10])
 def test_group_forward_chunked_reads_each_image_once_and_equals_whole(
     kind, use_controls, cache_bytes
 ):
@@ -289,10 +309,126 @@ def test_group_forward_chunked_reads_each_image_once_and_equals_whole(
             net, chunks, use_controls=use_controls, cache_bytes=cache_bytes
         )
     assert (whole - out).abs().max().item() <= 1e-4
-    if cache_bytes != 10:  # a budget below the inputs reads them again per pass
+    if cache_bytes is None:
         assert sum(reads) == len(x)
-    else:
+    else:  # a budget below the inputs reads them again per pass
         assert sum(reads) > len(x)
+
+
+@pytest.mark.parametrize("method", ["graph", "blocks", "layers"])
+@pytest.mark.parametrize("kind", ["resnet", "headnet", "graph"])
+def test_every_chunked_method_equals_the_whole_group(method, kind):
+    from sklearn_ben import _blocks
+    from sklearn_ben.batchnorm import _Source
+
+    net = _network(kind)
+    x, mask = _plate()
+    with torch.no_grad():
+        whole = gather_statistics(net, _chunks(x, mask, len(x)), use_controls=True)
+        ref = group_forward(net, _chunks(x, mask, len(x)), use_controls=True)
+        source = _Source("gather")
+        out = _blocks.gather_chunked(
+            net, _chunks(x, mask, 4), True, source, method=method
+        )
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
+    assert source.stats.keys() == whole.keys()
+    for layer, (mean, var) in whole.items():
+        torch.testing.assert_close(source.stats[layer][0], mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(source.stats[layer][1], var, rtol=1e-4, atol=1e-5)
+
+
+def test_staged_graph_runs_every_layer_once_per_chunk():
+    net = _resnet()
+    x, mask = _plate()
+    calls = {}
+    leaves = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for leaf in leaves:  # hooks on leaf layers keep the staged method
+        leaf.register_forward_pre_hook(
+            lambda m, args: calls.__setitem__(m, calls.get(m, 0) + 1)
+        )
+    reads = []
+    with torch.no_grad():
+        group_forward(net, _counting(x, mask, 6, reads), use_controls=True)
+    assert sum(reads) == len(x)
+    assert {calls[leaf] for leaf in leaves} == {5}  # 30 rows in chunks of 6
+
+
+def test_staged_graph_over_budget_falls_back_to_block_chain():
+    # Inputs fit the budget, the stem's output (64 channels at half size) not.
+    net = _resnet()
+    x, mask = _plate()
+    reads = []
+    budget = int(1.5 * x.numel() * x.element_size())
+    with torch.no_grad():
+        whole = group_forward(net, _chunks(x, mask, len(x)), use_controls=True)
+        out = group_forward(
+            net, _counting(x, mask, 7, reads), use_controls=True, cache_bytes=budget
+        )
+    assert (whole - out).abs().max().item() <= 1e-4
+    # The staged graph stops reading when it passes the budget; blocks read all.
+    assert len(x) < sum(reads) <= 2 * len(x)
+
+
+def test_staged_graph_not_used_when_hooks_would_be_dropped():
+    from sklearn_ben._blocks import staged_graph
+
+    net = _resnet()
+    assert staged_graph(net) is not None
+    handle = net.layer1[0].register_forward_hook(lambda m, args, out: None)
+    assert staged_graph(net) is None  # the trace would go through layer1[0]
+    handle.remove()
+    net.layer1[0].conv1.register_forward_hook(lambda m, args, out: None)
+    assert staged_graph(net) is not None  # a leaf's hooks still run
+    assert staged_graph(_network("untraceable")) is None
+
+
+def test_tracing_leaves_other_threads_forward_untouched():
+    # torch.fx patches nn.Module.__call__ while it traces; forwards running in
+    # other threads meanwhile must be plain ones, and traces must not collide.
+    import sys
+    import threading
+
+    net = _resnet()
+    x, mask = _plate(n=12)
+    with torch.no_grad(), bn_statistics("running"):
+        expected = net(x[:4])
+    with torch.no_grad():  # the same call, alone: threads must give it exactly
+        alone = group_forward(net, _chunks(x, mask, 5), use_controls=True)
+    errors, outs = [], []
+    call, getattr_ = nn.Module.__call__, nn.Module.__getattr__
+
+    def tracing():
+        try:
+            for _ in range(15):
+                with torch.no_grad():
+                    out = group_forward(net, _chunks(x, mask, 5), use_controls=True)
+                outs.append(torch.equal(out, alone))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def plain():
+        try:
+            for _ in range(40):
+                with torch.no_grad(), bn_statistics("running"):
+                    out = net(x[:4])
+                assert isinstance(out, torch.Tensor)
+                assert torch.equal(out, expected)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=f) for f in (tracing, tracing, plain)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+    assert len(outs) == 30 and all(outs)
+    assert nn.Module.__call__ is call and nn.Module.__getattr__ is getattr_
 
 
 def test_group_forward_chunked_runs_each_resnet_block_a_few_times():
