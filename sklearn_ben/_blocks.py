@@ -202,7 +202,12 @@ def staged_graph(module: nn.Module) -> tuple[nn.Module, fx.Graph] | None:
         with _TRACE_LOCK:
             graph = tracer.trace(module, concrete_args=concrete or None)
     except Exception as exc:  # any graph fx cannot trace: an exact fallback
-        _LOG.debug("chunked statistics: %s not traced (%s)", type(module), exc)
+        _LOG.info(
+            "chunked plate statistics: torch.fx cannot trace %s (%s); using the "
+            "slower block-chain or layer-by-layer method, with equal results",
+            type(module).__name__,
+            exc,
+        )
         return None
     return module, graph
 
