@@ -108,6 +108,17 @@ def format_difference(interval: Interval, digits: int = 3) -> str:
     )
 
 
+def _paired(a, b, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` as arrays of ``dtype``, refused unless paired item by item."""
+    a, b = np.asarray(a, dtype=dtype), np.asarray(b, dtype=dtype)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"paired items need the same number of values, but got {a.size} "
+            f"and {b.size}."
+        )
+    return a, b
+
+
 def mcnemar_exact(correct_a, correct_b) -> tuple[int, int, float]:
     """Exact McNemar test of two classifiers scored on the same items.
 
@@ -115,13 +126,7 @@ def mcnemar_exact(correct_a, correct_b) -> tuple[int, int, float]:
     items only ``b`` gets right, and the two-sided binomial p-value of the
     discordant counts (1.0 when there are none).
     """
-    a = np.asarray(correct_a, dtype=bool)
-    b = np.asarray(correct_b, dtype=bool)
-    if a.shape != b.shape:
-        raise ValueError(
-            f"paired items need the same number of values, but got {a.size} "
-            f"and {b.size}."
-        )
+    a, b = _paired(correct_a, correct_b, bool)
     a_only, b_only = int(np.sum(a & ~b)), int(np.sum(~a & b))
     if a_only + b_only == 0:
         return a_only, b_only, 1.0
@@ -137,11 +142,5 @@ def paired_bootstrap_accuracy(
     random_state: int = 0,
 ) -> Interval:
     """Bootstrap interval of ``accuracy(a) - accuracy(b)``, resampling items."""
-    a = np.asarray(correct_a, dtype=float)
-    b = np.asarray(correct_b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(
-            f"paired items need the same number of values, but got {a.size} "
-            f"and {b.size}."
-        )
+    a, b = _paired(correct_a, correct_b, float)
     return bootstrap_interval(a - b, level, n_resamples, random_state)

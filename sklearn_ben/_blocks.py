@@ -136,6 +136,8 @@ def gather_chunked(
     """
     if method in ("auto", "graph"):
         traced = staged_graph(module)
+        if traced is None and method == "graph":
+            raise ValueError(f"torch.fx cannot trace {type(module).__name__}.")
         if traced is not None:
             done = _run_staged(
                 *traced, chunks, use_controls, source, outputs, cache_bytes
@@ -144,8 +146,6 @@ def gather_chunked(
                 return done
             # Past the budget: the statistics found so far are exact and kept;
             # the block chain (smaller boundaries) reads the inputs again.
-        if method == "graph":
-            raise ValueError(f"torch.fx cannot trace {type(module).__name__}.")
     if method == "layers":
         return _gather(module, chunks, use_controls, source, outputs)
     return gather_by_blocks(

@@ -16,6 +16,16 @@ NONAFFINE_EFFECTS = (
 )  # fmt: skip
 
 
+def nonnegative_real(value) -> bool:
+    """Whether ``value`` is a finite real number >= 0 (bools are not)."""
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and bool(np.isfinite(value))
+        and value >= 0
+    )
+
+
 def check_nonaffine(value):
     """Strength of every requested non-affine kind, as a dict."""
     if value is None:
@@ -31,12 +41,7 @@ def check_nonaffine(value):
             f"{', '.join(map(repr, NONAFFINE_EFFECTS))} (or 'all')."
         )
     for name, strength in value.items():
-        if (
-            not isinstance(strength, numbers.Real)
-            or isinstance(strength, bool)
-            or not np.isfinite(strength)
-            or strength < 0
-        ):
+        if not nonnegative_real(strength):
             raise ValueError(
                 f"make_plates needs nonaffine_effects[{name!r}] to be a finite "
                 f"number >= 0, but got {strength!r}."

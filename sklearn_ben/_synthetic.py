@@ -12,6 +12,7 @@ from sklearn_ben._nonaffine import (
     apply_nonaffine_stain,
     check_nonaffine,
     draw_nonaffine,
+    nonnegative_real,
     shift_density,
 )
 
@@ -282,12 +283,7 @@ def _check_int(name, value, low):
 
 
 def _check_real(name, value):
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, bool)
-        or not np.isfinite(value)
-        or value < 0
-    ):
+    if not nonnegative_real(value):
         raise ValueError(
             f"make_plates needs {name} to be a finite number >= 0, but got "
             f"{name}={value!r}; pass for example {name}=1.0 (or 0 for none)."

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sklearn_ben import BENClassifier
+from sklearn_ben import BENClassifier, BENEmbedder
 from sklearn_ben.backbones import SmallCNN
 from sklearn_ben.datasets import make_plates
 
@@ -30,6 +30,19 @@ def tiny_classifier(**params):
         "random_state": 0,
     }
     return BENClassifier(**{**defaults, **params})
+
+
+def tiny_embedder(**params):
+    """A self-supervised embedder small enough for CPU tests."""
+    defaults = {
+        "module": SmallCNN(width=4, n_blocks=2),
+        "n_views": 2,
+        "max_epochs": 1,
+        "batch_size": 16,
+        "projection_dim": 8,
+        "random_state": 0,
+    }
+    return BENEmbedder(**{**defaults, **params})
 
 
 @pytest.fixture(scope="session")

@@ -9,20 +9,8 @@ import pytest
 from sklearn.base import clone
 
 from sklearn_ben import BENEmbedder
-from sklearn_ben.backbones import SmallCNN
 from sklearn_ben.exceptions import ControlsError, GroupError
-from tests.conftest import tiny_classifier
-
-
-def tiny_embedder(**params):
-    defaults = {
-        "module": SmallCNN(width=4, n_blocks=2),
-        "n_views": 2,
-        "max_epochs": 1,
-        "batch_size": 16,
-        "random_state": 0,
-    }
-    return BENEmbedder(**{**defaults, **params})
+from tests.conftest import tiny_classifier, tiny_embedder
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from sklearn_ben import BENEmbedder, GroupError, MissingMetadataWarning
-from sklearn_ben.backbones import SmallCNN
 from sklearn_ben.datasets import make_plates
+from tests.conftest import tiny_embedder
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +25,6 @@ def cells():
         cells_per_image=4,
         random_state=0,
     )
-
-
-def tiny_embedder(**params):
-    defaults = {
-        "module": SmallCNN(width=4, n_blocks=2),
-        "n_views": 2,
-        "max_epochs": 1,
-        "batch_size": 16,
-        "projection_dim": 8,
-        "random_state": 0,
-    }
-    return BENEmbedder(**{**defaults, **params})
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,15 @@ def _calls(plates):
     return calls
 
 
+def _assert_threads_give_sequential_outputs(run, calls):
+    """``run`` over ``calls`` from N_THREADS threads equals ``run`` in turn."""
+    sequential = [run(rows) for rows in calls]
+    with ThreadPoolExecutor(N_THREADS) as pool:
+        concurrent = list(pool.map(run, calls))
+    for expected, got in zip(sequential, concurrent):
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("norm", ["group", "controls", "frozen"])
 @pytest.mark.parametrize("predict_batch_size", [None, 5])
 @pytest.mark.parametrize("method", ["predict_proba", "transform"])
@@ -63,11 +72,7 @@ def test_predict_concurrent_threads_equal_sequential(
             plates.X[rows], groups=plates.groups[rows], controls=plates.controls[rows]
         )
 
-    sequential = [run(rows) for rows in calls]
-    with ThreadPoolExecutor(N_THREADS) as pool:
-        concurrent = list(pool.map(run, calls))
-    for expected, got in zip(sequential, concurrent):
-        np.testing.assert_array_equal(got, expected)
+    _assert_threads_give_sequential_outputs(run, calls)
     assert _state_bytes(clf) == before
     assert not clf.net_.module_.training
 
@@ -91,11 +96,7 @@ def test_predict_concurrent_threads_with_adapted_plates(fitted_models, plates, n
             plates.X[idx], groups=plates.groups[idx], controls=plates.controls[idx]
         )
 
-    sequential = [run(idx) for idx in calls]
-    with ThreadPoolExecutor(N_THREADS) as pool:
-        concurrent = list(pool.map(run, calls))
-    for expected, got in zip(sequential, concurrent):
-        np.testing.assert_array_equal(got, expected)
+    _assert_threads_give_sequential_outputs(run, calls)
     assert _state_bytes(clf) == before
     assert clf.plate_statistics_.keys() == stored.keys()
     for plate, stats in stored.items():
