@@ -134,8 +134,9 @@ class AdaptMixin:
                 f"{len(unknown)} plate(s) to drop were never adapted, e.g. "
                 f"{unknown[0]!r}; adapted plates are listed in adapted_groups_."
             )
+        dropped = set(labels)
         self.plate_statistics_ = {
-            g: s for g, s in self.plate_statistics_.items() if g not in set(labels)
+            g: s for g, s in self.plate_statistics_.items() if g not in dropped
         }
         return self
 
@@ -167,17 +168,23 @@ class AdaptMixin:
                 "adapt got controls=None; pass controls=<boolean mask> or use "
                 "norm='group'."
             )
-        held = getattr(self, "adapted_norm_", None)
-        if self.plate_statistics_ and held is not None and held != self.norm:
-            raise ValueError(
-                f"The {len(self.plate_statistics_)} adapted plate(s) hold "
-                f"statistics for norm={held!r}, but norm is now {self.norm!r}; "
-                "call drop_adapted() first, then adapt every plate again."
-            )
+        self._check_adapted_norm(
+            "call drop_adapted() first, then adapt every plate again."
+        )
         X, groups, controls, norm, _ = self._check_predict_inputs(
             X, groups, controls, "adapt", use_stored=False
         )
         return X, groups, controls, norm
+
+    def _check_adapted_norm(self, fix: str) -> None:
+        """Refuse stored statistics kept for another ``norm`` than the current."""
+        held = getattr(self, "adapted_norm_", None)
+        stored = getattr(self, "plate_statistics_", None)
+        if stored and held is not None and held != self.norm:
+            raise ValueError(
+                f"The {len(stored)} adapted plate(s) hold statistics for "
+                f"norm={held!r}, but norm is now {self.norm!r}; {fix}"
+            )
 
     def _stored_statistics(self, groups, norm):
         """``{plate: stats}`` for the adapted plates among ``groups``, and the
@@ -186,12 +193,9 @@ class AdaptMixin:
         pending = np.ones(len(groups), dtype=bool)
         if not held or not norm.per_group:
             return {}, pending
-        if getattr(self, "adapted_norm_", self.norm) != self.norm:
-            raise ValueError(
-                f"The adapted plates hold statistics for norm="
-                f"{self.adapted_norm_!r}, but norm is now {self.norm!r}; set norm "
-                f"back, or call drop_adapted() and adapt the plates again."
-            )
+        self._check_adapted_norm(
+            "set norm back, or call drop_adapted() and adapt the plates again."
+        )
         labels, inverse = np.unique(groups, return_inverse=True)
         is_held = np.array([_label(g) in held for g in labels])
         stored = {_label(g): held[_label(g)] for g in labels[is_held]}
